@@ -1,0 +1,50 @@
+"""Argument checks shared by every public class, so errors read the same everywhere."""
+
+import numbers
+
+
+def check_rate(name, value):
+    """A dropout-style probability: a real number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a float in [0, 1). "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if not 0.0 <= float(value) < 1.0:
+        raise ValueError(
+            f"Argument `{name}` must be in [0, 1): the fraction dropped, "
+            f"where 1 would drop everything. Received: {name}={value}"
+        )
+    return float(value)
+
+
+def check_non_negative(name, value):
+    """A regularization coefficient: a real number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a float >= 0. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if not float(value) >= 0.0:  # also rejects NaN
+        raise ValueError(
+            f"Argument `{name}` must be >= 0. Received: {name}={value}"
+        )
+    return float(value)
+
+
+def check_seed(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(
+            f"Argument `seed` must be an int or None. "
+            f"Received: seed={value!r} of type {type(value).__name__}"
+        )
+    return value
+
+
+def check_rank(layer_name, argument, shape, rank):
+    if shape is not None and len(shape) != rank:
+        raise ValueError(
+            f"{layer_name} expects a {rank}D input (batch, time, features) for "
+            f"`{argument}`. Received: {argument} with shape {tuple(shape)} "
+            f"({len(shape)}D)"
+        )

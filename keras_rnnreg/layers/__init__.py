@@ -1,0 +1,16 @@
+"""Keras layers for regularizing recurrent networks."""
+
+from keras_rnnreg.layers.artar import ARTARRegularizer
+from keras_rnnreg.layers.embedding_dropout import EmbeddingDropout
+from keras_rnnreg.layers.locked_dropout import LockedDropout
+from keras_rnnreg.layers.tied_output import TiedEmbedding
+from keras_rnnreg.layers.weight_drop import WeightDropGRU, WeightDropLSTM
+
+__all__ = [
+    "ARTARRegularizer",
+    "EmbeddingDropout",
+    "LockedDropout",
+    "TiedEmbedding",
+    "WeightDropGRU",
+    "WeightDropLSTM",
+]

@@ -1,0 +1,109 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+class TiedEmbedding(keras.layers.Embedding):
+    """An `Embedding` whose matrix also serves as the softmax weights.
+
+    Weight tying (Inan et al., 2016; Press & Wolf, 2016; AWD-LSTM section 4.4)
+    uses one matrix E (vocabulary x embedding size) both to look words up and
+    to score the next word:
+
+        e_t = E[x_t]                    (forward call)
+        logits_t = h_t E^T (+ b)        (call with `reverse=True`)
+
+    Call the same layer instance twice, once on token ids and once with
+    `reverse=True` on the last recurrent layer's output. The last recurrent
+    layer must therefore have `units == output_dim` (AWD-LSTM 4.5: the
+    embedding and hidden sizes are independent, only the last layer's size
+    is tied to the embedding size).
+
+    This is the `keras_hub.layers.ReversibleEmbedding` API. We write our own
+    because keras-hub requires tensorflow-text, tokenizers, sentencepiece and
+    kagglehub, which a JAX- or torch-only user of this keras-only library
+    should not have to install, and because AWD-LSTM's decoder has a bias.
+
+    Args:
+        input_dim: Vocabulary size.
+        output_dim: Embedding size (and size of the tied hidden state).
+        use_output_bias: Whether the reverse projection adds a learned
+            per-word bias b, as AWD-LSTM's decoder does. Default False.
+        **kwargs: Any `keras.layers.Embedding` argument (`mask_zero`,
+            `embeddings_initializer`, `embeddings_regularizer`, ...).
+
+    Call arguments:
+        inputs: Integer ids `(batch, time)`, or with `reverse=True` float
+            hidden states `(..., output_dim)`.
+        reverse: Bool. False: look ids up. True: return logits over the
+            vocabulary, `(..., input_dim)`.
+
+    Example:
+
+    ```python
+    tokens = keras.Input((None,), dtype="int32")
+    embedding = TiedEmbedding(10000, 400)
+    h = keras.layers.LSTM(400, return_sequences=True)(embedding(tokens))
+    logits = embedding(h, reverse=True)
+    ```
+    """
+
+    def __init__(self, input_dim, output_dim, use_output_bias=False, **kwargs):
+        if not isinstance(use_output_bias, bool):
+            raise TypeError(
+                "Argument `use_output_bias` must be a bool. "
+                f"Received: use_output_bias={use_output_bias!r}"
+            )
+        self.use_output_bias = use_output_bias
+        super().__init__(input_dim, output_dim, **kwargs)
+        # The reverse call receives hidden states whose mask must flow on.
+        self.supports_masking = True
+
+    def build(self, input_shape=None):
+        if self.use_output_bias and not hasattr(self, "output_bias"):
+            self.output_bias = self.add_weight(
+                name="output_bias", shape=(self.input_dim,), initializer="zeros"
+            )
+        super().build(input_shape)
+
+    def call(self, inputs, reverse=False):
+        if not reverse:
+            return super().call(inputs)
+        embeddings = ops.cast(self.embeddings, self.compute_dtype)
+        logits = ops.matmul(inputs, ops.transpose(embeddings))
+        if self.use_output_bias:
+            logits = ops.add(logits, ops.cast(self.output_bias, self.compute_dtype))
+        return logits
+
+    def compute_mask(self, inputs, mask=None):
+        # In reverse mode the inputs are hidden states: keep their mask rather
+        # than recomputing one from token ids.
+        if "float" in keras.backend.standardize_dtype(inputs.dtype):
+            return mask
+        return super().compute_mask(inputs, mask)
+
+    def compute_output_shape(self, input_shape, reverse=False):
+        if reverse:
+            return (*input_shape[:-1], self.input_dim)
+        return super().compute_output_shape(input_shape)
+
+    def compute_output_spec(self, inputs, reverse=False, **call_kwargs):
+        # **call_kwargs: subclasses' call arguments (`training`) that do not
+        # change the output spec.
+        if reverse:
+            return keras.KerasTensor(
+                self.compute_output_shape(inputs.shape, reverse=True),
+                dtype=self.compute_dtype,
+            )
+        return super().compute_output_spec(inputs)
+
+    @property
+    def variable_serialization_spec(self):
+        # Embedding saves only the variables named here; add ours.
+        return {
+            mode: [*names, "output_bias"]
+            for mode, names in super().variable_serialization_spec.items()
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "use_output_bias": self.use_output_bias}

@@ -1,0 +1,178 @@
+import contextlib
+
+import keras
+from keras import ops
+
+from keras_rnnreg._validation import check_rate, check_seed
+
+# Seeds the weight mask's generator apart from the cell's input-dropout
+# generator: two keras SeedGenerators with one seed yield the same random
+# stream, which would correlate the two masks.
+_WEIGHT_SEED_OFFSET = 0x5EED
+
+
+class _RecurrentKernelDropConnect:
+    """DropConnect on the recurrent kernel U of a Keras LSTM or GRU layer.
+
+    Shared by `WeightDropLSTM` and `WeightDropGRU`. Once per forward pass the
+    recurrent kernel is masked, U' = U ⊙ M / (1 - p) with one Bernoulli(1 - p)
+    mask M for the whole batch and every time step, and the unmodified Keras
+    layer runs with U' in place of U. Swapping the attribute for the length
+    of `inner_loop` (as the reference AWD-LSTM `WeightDrop` does with
+    `setattr`) sends U' wherever Keras would send U: the backend's fused
+    `lstm`/`gru` (cuDNN, the torch CPU path) and, when that raises
+    `NotImplementedError`, the generic cell loop. Nothing of Keras's RNN code
+    is copied, so every option of the parent layer keeps working.
+    """
+
+    def _init_weight_dropout(self, weight_dropout, seed):
+        self.weight_dropout = check_rate("weight_dropout", weight_dropout)
+        self.weight_dropout_seed_generator = keras.random.SeedGenerator(
+            None if seed is None else seed + _WEIGHT_SEED_OFFSET
+        )
+        self._inside_inner_loop = False
+
+    # `keras.layers.Bidirectional` calls the backend's fused bidirectional
+    # kernel with `cell.recurrent_kernel` itself, outside `inner_loop`, where
+    # the weight mask would be silently skipped. Reporting `use_cudnn=False`
+    # to anything outside `inner_loop` makes Bidirectional run each direction
+    # through this layer (each still fused), so weight drop always applies.
+    @property
+    def use_cudnn(self):
+        if self.weight_dropout > 0 and not self._inside_inner_loop:
+            return False
+        return self._use_cudnn
+
+    @use_cudnn.setter
+    def use_cudnn(self, value):
+        self._use_cudnn = value
+
+    def dropped_recurrent_kernel(self):
+        """U' = U ⊙ M / (1 - p), a fresh mask M at each call."""
+        kernel = ops.cast(self.cell.recurrent_kernel, self.cell.compute_dtype)
+        return keras.random.dropout(
+            kernel, self.weight_dropout, seed=self.weight_dropout_seed_generator
+        )
+
+    @contextlib.contextmanager
+    def _recurrent_kernel_replaced(self, kernel):
+        cell = self.cell
+        raw_kernel = cell.recurrent_kernel
+        # object.__setattr__: a transient tensor, not a new weight to track.
+        object.__setattr__(cell, "recurrent_kernel", kernel)
+        try:
+            yield
+        finally:
+            object.__setattr__(cell, "recurrent_kernel", raw_kernel)
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        self._inside_inner_loop = True
+        try:
+            if not training or self.weight_dropout == 0:
+                return super().inner_loop(
+                    sequences, initial_state, mask=mask, training=training
+                )
+            with self._recurrent_kernel_replaced(self.dropped_recurrent_kernel()):
+                return super().inner_loop(
+                    sequences, initial_state, mask=mask, training=training
+                )
+        finally:
+            self._inside_inner_loop = False
+
+    def get_config(self):
+        return {**super().get_config(), "weight_dropout": self.weight_dropout}
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+class WeightDropLSTM(_RecurrentKernelDropConnect, keras.layers.LSTM):
+    """The weight-dropped LSTM of AWD-LSTM: DropConnect on hidden-to-hidden weights.
+
+    Merity, Keskar & Socher (2017), *Regularizing and Optimizing LSTM Language
+    Models*, section 2. DropConnect (Wan et al., 2013) is applied to the
+    recurrent matrices [U^i, U^f, U^c, U^o] (Keras's `recurrent_kernel`, all
+    four gate blocks) once per forward pass:
+
+        U' = U ⊙ M / (1 - p),   M_jk ~ Bernoulli(1 - p)
+        i_t = σ(W^i x_t + U'^i h_{t-1}),  f_t = σ(W^f x_t + U'^f h_{t-1}),
+        o_t = σ(W^o x_t + U'^o h_{t-1}),  c̃_t = tanh(W^c x_t + U'^c h_{t-1}),
+        c_t = i_t ⊙ c̃_t + f_t ⊙ c_{t-1},  h_t = o_t ⊙ tanh(c_t)
+
+    The same dropped weights serve the whole batch and every time step, so
+    the LSTM itself is unchanged: the dropped kernel goes to the backend's
+    fused implementation (cuDNN on GPUs, the torch backend's CPU kernel) and
+    only falls back to the per-step cell loop where Keras's own LSTM would.
+    At inference (`training=False`) the raw kernel is used. Gradients flow to
+    the raw kernel through the mask.
+
+    The weights have the same names and shapes as `keras.layers.LSTM`, so a
+    trained `WeightDropLSTM` and an `LSTM` can exchange weights.
+
+    Args:
+        units: Positive int, dimensionality of the output space.
+        weight_dropout: Float in [0, 1), p, the fraction of recurrent weights
+            dropped at each forward pass. AWD-LSTM uses 0.5.
+        seed: Optional int; seeds both the weight mask and Keras's own
+            `dropout`/`recurrent_dropout` masks.
+        **lstm_kwargs: Any `keras.layers.LSTM` argument: `return_sequences`,
+            `return_state`, `stateful`, `go_backwards`, `dropout`,
+            `recurrent_dropout` (which, as in Keras, disables the fused path),
+            initializers, regularizers, `use_cudnn`, ...
+
+    Call arguments:
+        Those of `keras.layers.LSTM`: `sequences`, `initial_state`, `mask`,
+        `training`.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"),
+        keras.layers.Embedding(10000, 400),
+        WeightDropLSTM(1150, weight_dropout=0.5, return_sequences=True),
+        keras.layers.Dense(10000),
+    ])
+    ```
+    """
+
+    def __init__(self, units, weight_dropout=0.5, seed=None, **lstm_kwargs):
+        seed = check_seed(seed)
+        super().__init__(units, seed=seed, **lstm_kwargs)
+        self._init_weight_dropout(weight_dropout, seed)
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+class WeightDropGRU(_RecurrentKernelDropConnect, keras.layers.GRU):
+    """A GRU with DropConnect on its hidden-to-hidden weights.
+
+    The weight-drop technique of AWD-LSTM (Merity et al. 2017, section 2: "also
+    applicable to ... the recurrent weight matrices of other RNN cells")
+    applied to the GRU's recurrent matrices [U^z, U^r, U^h] (all three gate
+    blocks of Keras's `recurrent_kernel`), once per forward pass:
+
+        U' = U ⊙ M / (1 - p),   M_jk ~ Bernoulli(1 - p)
+
+    with one mask for the whole batch and every time step. As for
+    `WeightDropLSTM`, the dropped kernel goes to the backend's fused GRU
+    where Keras would use it, else to the cell loop; inference uses the raw
+    kernel.
+
+    Args:
+        units: Positive int, dimensionality of the output space.
+        weight_dropout: Float in [0, 1), p, the fraction of recurrent weights
+            dropped at each forward pass.
+        seed: Optional int for reproducible masks.
+        **gru_kwargs: Any `keras.layers.GRU` argument.
+
+    Call arguments:
+        Those of `keras.layers.GRU`.
+
+    Example:
+
+    >>> layer = WeightDropGRU(64, weight_dropout=0.3, return_sequences=True)
+    >>> y = layer(keras.ops.ones((2, 7, 16)), training=True)
+    """
+
+    def __init__(self, units, weight_dropout=0.5, seed=None, **gru_kwargs):
+        seed = check_seed(seed)
+        super().__init__(units, seed=seed, **gru_kwargs)
+        self._init_weight_dropout(weight_dropout, seed)
