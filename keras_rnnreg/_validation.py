@@ -48,3 +48,26 @@ def check_rank(layer_name, argument, shape, rank):
             f"`{argument}`. Received: {argument} with shape {tuple(shape)} "
             f"({len(shape)}D)"
         )
+
+
+def check_choice(name, value, choices):
+    """One of a fixed set of names; the error lists the valid ones."""
+    if not isinstance(value, str) or value not in choices:
+        valid = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(
+            f"Argument `{name}` must be one of {valid}. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_real(name, value):
+    """A finite real number (not a bool), returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a float. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"Argument `{name}` must be finite. Received: {name}={value}")
+    return value

@@ -34,12 +34,14 @@ class _RecurrentKernelDropConnect:
 
     # `keras.layers.Bidirectional` calls the backend's fused bidirectional
     # kernel with `cell.recurrent_kernel` itself, outside `inner_loop`, where
-    # the weight mask would be silently skipped. Reporting `use_cudnn=False`
-    # to anything outside `inner_loop` makes Bidirectional run each direction
-    # through this layer (each still fused), so weight drop always applies.
+    # the weight mask would be silently skipped. A built layer therefore
+    # reports `use_cudnn=False` to readers outside `inner_loop`: Bidirectional
+    # then runs each direction through this layer (each still fused), so
+    # weight drop always applies. Unbuilt, it reports the real setting, which
+    # is what Bidirectional copies into its forward and backward layers.
     @property
     def use_cudnn(self):
-        if self.weight_dropout > 0 and not self._inside_inner_loop:
+        if self.weight_dropout > 0 and self.built and not self._inside_inner_loop:
             return False
         return self._use_cudnn
 

@@ -1,0 +1,56 @@
+import keras
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_state():
+    """Each test starts from the same seeds and the default dtype policy."""
+    keras.utils.set_random_seed(1234)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
+    """Keras's LSTM recurrence (gate order i, f, c, o) in NumPy.
+
+    Returns all hidden states (batch, time, units) and the final (h, c).
+    """
+    batch, steps, _ = x.shape
+    units = recurrent_kernel.shape[0]
+    h = np.zeros((batch, units)) if h0 is None else h0
+    c = np.zeros((batch, units)) if c0 is None else c0
+    outputs = []
+    for t in range(steps):
+        z = x[:, t] @ kernel + h @ recurrent_kernel + bias
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        outputs.append(h)
+    return np.stack(outputs, axis=1), h, c
+
+
+def numpy_gru(x, kernel, recurrent_kernel, bias):
+    """Keras's GRU recurrence with reset_after=True (gate order z, r, h)."""
+    batch, steps, _ = x.shape
+    units = recurrent_kernel.shape[0]
+    h = np.zeros((batch, units))
+    outputs = []
+    for t in range(steps):
+        x_z, x_r, x_h = np.split(x[:, t] @ kernel + bias[0], 3, axis=-1)
+        h_z, h_r, h_h = np.split(h @ recurrent_kernel + bias[1], 3, axis=-1)
+        z = sigmoid(x_z + h_z)
+        r = sigmoid(x_r + h_r)
+        candidate = np.tanh(x_h + r * h_h)
+        h = z * h + (1 - z) * candidate
+        outputs.append(h)
+    return np.stack(outputs, axis=1)

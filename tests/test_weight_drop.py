@@ -1,0 +1,246 @@
+import keras
+import numpy as np
+import pytest
+
+from conftest import numpy_gru, numpy_lstm, to_numpy
+from keras_rnnreg.layers import WeightDropGRU, WeightDropLSTM
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(6, 9, 5)).astype("float32")
+
+
+def run_and_recover_mask(layer, *args, **kwargs):
+    """Calls the layer while training and returns (output, U' it used).
+
+    U' is recomputed from the mask generator's state before the call, so this
+    does not depend on which backend path (fused or cell loop) ran.
+    """
+    if not layer.built:
+        layer(*args, training=False, **kwargs)
+    state = to_numpy(layer.weight_dropout_seed_generator.state).copy()
+    out = layer(*args, training=True, **kwargs)
+    after = to_numpy(layer.weight_dropout_seed_generator.state).copy()
+    layer.weight_dropout_seed_generator.state.assign(state)
+    dropped = to_numpy(layer.dropped_recurrent_kernel())
+    layer.weight_dropout_seed_generator.state.assign(after)
+    return out, dropped
+
+
+def weights_of(layer):
+    kernel, recurrent_kernel, bias = (to_numpy(w) for w in layer.cell.weights)
+    return kernel, recurrent_kernel, bias
+
+
+@pytest.fixture
+def spy_lstm(monkeypatch):
+    """Records the recurrent kernel handed to the backend's fused LSTM."""
+    from keras.src import backend
+
+    calls = []
+    fused = backend.lstm
+
+    def spy(*args, **kwargs):
+        calls.append(to_numpy(kwargs["recurrent_kernel"]))
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "lstm", spy)
+    return calls
+
+
+@pytest.mark.parametrize("use_cudnn", ["auto", False])
+def test_output_equals_numpy_recurrence_with_one_dropped_kernel(use_cudnn):
+    layer = WeightDropLSTM(7, weight_dropout=0.5, seed=1, return_sequences=True,
+                           use_cudnn=use_cudnn)
+    out, dropped = run_and_recover_mask(layer, X)
+    kernel, raw, bias = weights_of(layer)
+    # U' is U masked and scaled: each entry is 0 or U / (1 - p)
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], raw[kept] / 0.5, rtol=1e-6)
+    assert abs(kept.mean() - 0.5) < 4 * np.sqrt(0.25 / kept.size)
+    expected, _, _ = numpy_lstm(X, kernel, dropped, bias)
+    np.testing.assert_allclose(to_numpy(out), expected, atol=2e-5)
+    # and not the raw-kernel recurrence
+    undropped, _, _ = numpy_lstm(X, kernel, raw, bias)
+    assert np.abs(to_numpy(out) - undropped).max() > 1e-3
+
+
+def test_fused_backend_lstm_receives_the_dropped_kernel(spy_lstm):
+    layer = WeightDropLSTM(7, weight_dropout=0.5, seed=1, return_sequences=True)
+    layer(X, training=False)
+    out, dropped = run_and_recover_mask(layer, X)
+    # one inference call and one training call; the training call handed U'
+    # (not U) to the fused implementation, the inference call U
+    assert len(spy_lstm) == 2
+    np.testing.assert_array_equal(spy_lstm[-1], dropped)
+    np.testing.assert_array_equal(spy_lstm[0], weights_of(layer)[1])
+    # the kernel variable itself was never modified
+    assert layer.cell.recurrent_kernel is layer.cell.weights[1]
+
+
+def test_recurrent_dropout_disables_fused_path_but_keeps_weight_drop(spy_lstm):
+    layer = WeightDropLSTM(7, weight_dropout=0.5, recurrent_dropout=0.3, seed=2)
+    layer.build(X.shape)
+    train = to_numpy(layer(X, training=True))
+    assert spy_lstm == []
+    assert not np.allclose(train, to_numpy(layer(X, training=False)))
+
+
+def test_inference_equals_keras_lstm_with_same_weights():
+    layer = WeightDropLSTM(7, weight_dropout=0.5, return_sequences=True)
+    reference = keras.layers.LSTM(7, return_sequences=True)
+    layer.build(X.shape)
+    reference.build(X.shape)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(to_numpy(layer(X)), to_numpy(reference(X)))
+    np.testing.assert_array_equal(
+        to_numpy(layer(X, training=False)), to_numpy(reference(X, training=False))
+    )
+
+
+def test_one_mask_per_pass_shared_by_batch_and_time_fresh_each_pass():
+    layer = WeightDropLSTM(6, weight_dropout=0.5, seed=3)
+    _, first = run_and_recover_mask(layer, X)
+    _, second = run_and_recover_mask(layer, X)
+    assert not np.array_equal(first != 0, second != 0)
+    # the same seed reproduces the same sequence of masks
+    twin = WeightDropLSTM(6, weight_dropout=0.5, seed=3)
+    twin.build(X.shape)
+    twin.set_weights(layer.get_weights())
+    _, twin_first = run_and_recover_mask(twin, X)
+    np.testing.assert_array_equal(first, twin_first)
+
+
+def test_gradients_reach_only_kept_entries_of_the_raw_kernel():
+    inputs = keras.Input((9, 5))
+    layer = WeightDropLSTM(4, weight_dropout=0.5, seed=4)
+    model = keras.Model(inputs, keras.layers.Dense(1)(layer(inputs)))
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    before = to_numpy(layer.cell.recurrent_kernel).copy()
+    state = to_numpy(layer.weight_dropout_seed_generator.state).copy()
+    model.train_on_batch(X, np.ones((6, 1)))
+    after = to_numpy(layer.cell.recurrent_kernel)
+    layer.weight_dropout_seed_generator.state.assign(state)
+    kept = to_numpy(layer.dropped_recurrent_kernel()) != 0
+    # dropped weights get no gradient; kept ones are updated
+    np.testing.assert_array_equal(after[~kept], before[~kept])
+    assert np.mean(after[kept] != before[kept]) > 0.95
+
+
+def test_masking_go_backwards_return_state_with_dropped_kernel():
+    lengths = [9, 6, 4, 9, 2, 7]
+    mask = np.arange(9)[None] < np.array(lengths)[:, None]
+    layer = WeightDropLSTM(5, weight_dropout=0.4, seed=5, return_state=True)
+    (out, h, c), dropped = run_and_recover_mask(layer, X, mask=mask)
+    kernel, _, bias = weights_of(layer)
+    for b, n in enumerate(lengths):
+        _, h_ref, c_ref = numpy_lstm(X[b:b + 1, :n], kernel, dropped, bias)
+        np.testing.assert_allclose(to_numpy(out)[b], h_ref[0], atol=2e-5)
+        np.testing.assert_allclose(to_numpy(h)[b], h_ref[0], atol=2e-5)
+        np.testing.assert_allclose(to_numpy(c)[b], c_ref[0], atol=2e-5)
+
+    backwards = WeightDropLSTM(5, weight_dropout=0.4, seed=6, go_backwards=True)
+    out, dropped = run_and_recover_mask(backwards, X)
+    kernel, _, bias = weights_of(backwards)
+    _, h_ref, _ = numpy_lstm(X[:, ::-1], kernel, dropped, bias)
+    np.testing.assert_allclose(to_numpy(out), h_ref, atol=2e-5)
+
+
+def test_stateful_carries_state_across_calls():
+    layer = WeightDropLSTM(5, weight_dropout=0.5, stateful=True, return_sequences=True)
+    layer.build(X.shape)
+    whole = to_numpy(layer(X))
+    layer.reset_state()
+    pieces = np.concatenate([to_numpy(layer(X[:, :4])), to_numpy(layer(X[:, 4:]))], 1)
+    np.testing.assert_allclose(pieces, whole, atol=1e-5)
+
+
+def test_bidirectional_applies_weight_drop_to_both_directions(spy_lstm, monkeypatch):
+    from keras.src import backend
+
+    # Bidirectional's own fused kernel would take the raw kernels: never used
+    bidirectional_calls = []
+    monkeypatch.setattr(
+        backend, "bidirectional_lstm",
+        lambda *a, **k: bidirectional_calls.append(1) or backend_raise(),
+    )
+    layer = keras.layers.Bidirectional(
+        WeightDropLSTM(4, weight_dropout=0.5, seed=7, return_sequences=True)
+    )
+    layer.build(X.shape)
+    spy_lstm.clear()
+    layer(X, training=True)
+    # each direction went through WeightDropLSTM.inner_loop with its own U'
+    assert len(spy_lstm) == 2 and bidirectional_calls == []
+    assert layer.forward_layer._use_cudnn == "auto"
+    raw_fw = to_numpy(layer.forward_layer.cell.recurrent_kernel)
+    raw_bw = to_numpy(layer.backward_layer.cell.recurrent_kernel)
+    for seen, raw in zip(spy_lstm, (raw_fw, raw_bw)):
+        assert np.mean(seen == 0) > 0.3
+        kept = seen != 0
+        np.testing.assert_allclose(seen[kept], raw[kept] * 2, rtol=1e-6)
+
+
+def backend_raise():
+    raise NotImplementedError
+
+
+def test_gru_output_equals_numpy_recurrence_with_dropped_kernel():
+    layer = WeightDropGRU(6, weight_dropout=0.5, seed=8, return_sequences=True)
+    out, dropped = run_and_recover_mask(layer, X)
+    kernel, raw, bias = weights_of(layer)
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], raw[kept] * 2, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(out), numpy_gru(X, kernel, dropped, bias), atol=2e-5)
+    reference = keras.layers.GRU(6, return_sequences=True)
+    reference.build(X.shape)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(to_numpy(layer(X)), to_numpy(reference(X)))
+
+
+def test_gru_fused_backend_receives_the_dropped_kernel(monkeypatch):
+    from keras.src import backend
+
+    seen = []
+    fused = backend.gru
+
+    def spy(*args, **kwargs):
+        seen.append(to_numpy(kwargs["recurrent_kernel"]))
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "gru", spy)
+    layer = WeightDropGRU(6, weight_dropout=0.5, seed=9)
+    layer.build(X.shape)
+    _, dropped = run_and_recover_mask(layer, X)
+    np.testing.assert_array_equal(seen[-1], dropped)
+
+
+def test_zero_weight_dropout_is_plain_lstm():
+    layer = WeightDropLSTM(5, weight_dropout=0.0)
+    layer.build(X.shape)
+    np.testing.assert_array_equal(
+        to_numpy(layer(X, training=True)), to_numpy(layer(X, training=False))
+    )
+
+
+@pytest.mark.parametrize("cls", [WeightDropLSTM, WeightDropGRU])
+@pytest.mark.parametrize("value", [1.0, -0.2, 2])
+def test_bad_weight_dropout_is_rejected(cls, value):
+    with pytest.raises(ValueError, match=r"`weight_dropout`.*\[0, 1\)"):
+        cls(4, weight_dropout=value)
+
+
+def test_weight_dropout_of_wrong_type_is_rejected():
+    with pytest.raises(TypeError, match="weight_dropout"):
+        WeightDropLSTM(4, weight_dropout="0.5")
+
+
+def test_config_round_trip_keeps_lstm_options():
+    layer = WeightDropLSTM(
+        8, weight_dropout=0.3, seed=2, dropout=0.1, return_sequences=True,
+        go_backwards=True, stateful=False, use_cudnn=False,
+    )
+    clone = WeightDropLSTM.from_config(layer.get_config())
+    assert clone.weight_dropout == 0.3 and clone.cell.seed == 2
+    assert clone.dropout == 0.1 and clone.return_sequences and clone.go_backwards
+    gru = WeightDropGRU.from_config(WeightDropGRU(3, weight_dropout=0.2).get_config())
+    assert gru.weight_dropout == 0.2
