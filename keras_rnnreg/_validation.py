@@ -71,3 +71,16 @@ def check_real(name, value):
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"Argument `{name}` must be finite. Received: {name}={value}")
     return value
+
+
+def check_positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"Argument `{name}` must be an int >= {minimum}. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be an int >= {minimum}. Received: {name}={value}"
+        )
+    return value

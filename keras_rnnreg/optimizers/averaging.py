@@ -1,0 +1,111 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+class ASGD(keras.optimizers.SGD):
+    """SGD with uniform iterate averaging (averaged SGD) held as optimizer state.
+
+    Averaged SGD (Polyak & Juditsky, 1992) as used by AWD-LSTM (Merity et al.
+    2017, section 3, Algorithm 1): SGD steps with a constant learning rate,
+    and once averaging has been triggered at iteration T the optimizer keeps
+
+        w̄ = (1 / (k - T + 1)) Σ_{i=T}^{k} w_i
+
+    updated in the train step after each SGD step as
+    w̄ ← w̄ + (w_k − w̄) / (k − T + 1), in the way Keras's `use_ema` keeps its
+    moving average, but uniform. Averaging is off until `start_averaging()`
+    (called by the `NTASGD` callback when its non-monotone criterion fires),
+    which sets w̄ = w_T. The average and the trigger iteration are optimizer
+    variables, so they live inside the compiled train step on every backend
+    and are saved with the optimizer (checkpoints resume the average
+    exactly). `swap_average_weights()` exchanges the model's weights and the
+    average, e.g. to validate with w̄ and swap back.
+
+    Args:
+        learning_rate: The SGD learning rate (AWD-LSTM: 30, constant).
+        **sgd_kwargs: Any `keras.optimizers.SGD` argument (`momentum`,
+            `weight_decay`, `global_clipnorm`, ...).
+
+    Example:
+
+    ```python
+    model.compile(optimizer=ASGD(30.0, global_clipnorm=0.25), loss=...)
+    model.fit(..., callbacks=[keras_rnnreg.callbacks.NTASGD(nonmono=5)])
+    ```
+    """
+
+    def __init__(self, learning_rate=0.01, **sgd_kwargs):
+        super().__init__(learning_rate=learning_rate, **sgd_kwargs)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._averages = [
+            self.add_variable_from_reference(v, name="average") for v in variables
+        ]
+        # -1 while averaging is off; otherwise T, the value of `iterations`
+        # when it started. The count k - T + 1 derives from it.
+        self.averaging_start = self.add_variable(
+            shape=(), initializer=keras.initializers.Constant(-1), dtype="int32",
+            aggregation="only_first_replica", name="averaging_start",
+        )
+
+    @property
+    def averages(self):
+        """The running averages w̄, one per trainable variable."""
+        return list(self._averages)
+
+    @property
+    def averaging(self):
+        """Whether averaging has started (Python bool; reads the variable)."""
+        return bool(self.built and int(ops.convert_to_numpy(self.averaging_start)) >= 0)
+
+    @property
+    def average_count(self):
+        """How many iterates w̄ averages: k - T + 1, or 0 before the trigger."""
+        if not self.averaging:
+            return 0
+        start = int(ops.convert_to_numpy(self.averaging_start))
+        return int(ops.convert_to_numpy(self.iterations)) - start + 1
+
+    def start_averaging(self):
+        """Triggers averaging at the current iteration T: w̄ = w_T."""
+        self._require_built("start_averaging")
+        for variable, average in zip(self._trainable_variables, self._averages):
+            # A copy: on JAX two variables sharing one buffer break the train
+            # step's buffer donation.
+            average.assign(ops.copy(variable))
+        self.averaging_start.assign(ops.copy(ops.cast(self.iterations, "int32")))
+
+    def stop_averaging(self):
+        """Turns averaging off (the average is kept until the next start)."""
+        self._require_built("stop_averaging")
+        self.averaging_start.assign(-1)
+
+    def swap_average_weights(self):
+        """Exchanges model weights and averages (its own inverse)."""
+        self._require_built("swap_average_weights")
+        for variable, average in zip(self._trainable_variables, self._averages):
+            value = ops.convert_to_tensor(variable)
+            variable.assign(average)
+            average.assign(value)
+
+    def update_step(self, gradient, variable, learning_rate):
+        super().update_step(gradient, variable, learning_rate)
+        average = self._averages[self._get_variable_index(variable)]
+        start = ops.cast(self.averaging_start, "float32")
+        # During this step `iterations` = k - 1, so the new count is k - T + 1.
+        count = ops.cast(self.iterations, "float32") - start + 2.0
+        weight = ops.where(start >= 0, 1.0 / ops.maximum(count, 1.0), 0.0)
+        self.assign_add(
+            average, ops.multiply(ops.subtract(variable, average), ops.cast(weight, average.dtype))
+        )
+
+    def _require_built(self, method):
+        if not self.built:
+            raise ValueError(
+                f"ASGD.{method}() needs the optimizer's variables: build it "
+                "first (model.fit does, or optimizer.build(model.trainable_variables))."
+            )

@@ -1,0 +1,240 @@
+import random
+
+import keras
+from keras import ops
+
+from keras_rnnreg._validation import check_non_negative, check_seed
+
+_CLIP_ARGUMENTS = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+class _CounterSeed(keras.random.SeedGenerator):
+    """A seed computed in-graph from (base seed + index, step); no state.
+
+    `keras.random` draws from a `SeedGenerator`'s `next()`. A stateful
+    generator would need its own variable threaded through every backend's
+    train step (and synchronized across replicas); a seed derived from the
+    step counter is the same on every replica and in every trace, so replicas
+    add identical noise and resuming at step t reproduces step t's noise.
+    """
+
+    def __init__(self, base, step):  # no super().__init__: there is no state
+        # The seed dtype differs per backend (uint32, int64, int32) and has no
+        # public accessor; this is the one function Keras's own generators use.
+        from keras.src.backend import random_seed_dtype
+
+        dtype = random_seed_dtype()
+        self._seed = ops.stack([ops.cast(base, dtype), ops.cast(step, dtype)])
+
+    def next(self, ordered=True):
+        return self._seed
+
+
+def _replica_noise_scale():
+    """1 / replicas under a TF distribution strategy, else 1.
+
+    Keras's TF trainer divides each replica's loss by the number of replicas
+    and sums the replicas' gradients (after `apply` is entered). Every
+    replica draws the same noise (same seed), so adding noise / replicas on
+    each one adds exactly the noise once to the summed gradient.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return 1.0
+    import tensorflow as tf
+
+    return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+class GradientNoise(keras.optimizers.Optimizer):
+    """Annealed Gaussian gradient noise around any Keras optimizer.
+
+    Neelakantan et al. (2015), *Adding Gradient Noise Improves Learning for
+    Very Deep Networks*, section 3, equation (1)-(2): at step t (the number of
+    updates applied so far: 0, 1, 2, ...) every gradient gets independent noise
+
+        g_t ← g_t + N(0, σ_t²),   σ_t² = η / (1 + t)^γ
+
+    and the wrapped optimizer then applies g_t as usual. The paper uses
+    γ = 0.55 and η ∈ {0.01, 0.3, 1.0}.
+
+    Order of operations: loss-scale unscaling, then gradient clipping
+    (`clipnorm`, `global_clipnorm` or `clipvalue`, given here or on the
+    wrapped optimizer: either place, applied exactly once), then the noise,
+    then the wrapped optimizer's own update (weight decay, momentum, EMA,
+    ...). The noise is therefore never clipped. σ_t is computed in-graph from
+    the wrapped optimizer's `iterations`; the noise's seed is derived from
+    `seed` and the step, so every replica of a distributed run adds the same
+    noise and replicas never diverge.
+
+    The wrapper forwards `learning_rate` and `iterations` to the wrapped
+    optimizer. Under `mixed_float16`, `model.compile` wraps it in a
+    `keras.optimizers.LossScaleOptimizer`, which unscales the gradients
+    before this wrapper sees them.
+
+    Args:
+        optimizer: A `keras.optimizers.Optimizer` instance (SGD, Adam, AdamW,
+            RMSprop, `ASGD`, ...). Its clipping arguments move to the wrapper.
+        eta: Float >= 0, η, the noise variance at t = 0.
+        gamma: Float >= 0, γ, the annealing exponent.
+        seed: Optional int, base seed of the noise.
+        clipnorm, global_clipnorm, clipvalue: Optional clipping, as on any
+            Keras optimizer. Set them here or on `optimizer`, not both.
+        name: Optional name.
+
+    Example:
+
+    ```python
+    optimizer = GradientNoise(
+        keras.optimizers.SGD(30.0, global_clipnorm=0.25), eta=0.01, gamma=0.55
+    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    ```
+    """
+
+    def __init__(
+        self,
+        optimizer,
+        eta=0.01,
+        gamma=0.55,
+        seed=None,
+        clipnorm=None,
+        global_clipnorm=None,
+        clipvalue=None,
+        loss_scale_factor=None,
+        name=None,
+        **kwargs,
+    ):
+        if not isinstance(optimizer, keras.optimizers.Optimizer):
+            raise TypeError(
+                "Argument `optimizer` must be a `keras.optimizers.Optimizer` "
+                f"instance, e.g. keras.optimizers.SGD(1.0). Received: "
+                f"optimizer={optimizer!r} of type {type(optimizer).__name__}"
+            )
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            raise TypeError(
+                "GradientNoise cannot wrap a LossScaleOptimizer: the noise must "
+                "be added to unscaled gradients. Wrap the other way round, "
+                "keras.optimizers.LossScaleOptimizer(GradientNoise(...)), which "
+                "is what model.compile does under 'mixed_float16'. Received: "
+                f"optimizer={optimizer!r}"
+            )
+        if optimizer.gradient_accumulation_steps:
+            raise ValueError(
+                "GradientNoise does not support a wrapped optimizer with "
+                "`gradient_accumulation_steps` (the noise would be added to "
+                "each micro-batch). Received: gradient_accumulation_steps="
+                f"{optimizer.gradient_accumulation_steps}"
+            )
+        own = {"clipnorm": clipnorm, "global_clipnorm": global_clipnorm,
+               "clipvalue": clipvalue}
+        inner = {key: getattr(optimizer, key) for key in _CLIP_ARGUMENTS}
+        if any(own.values()) and any(inner.values()):
+            raise ValueError(
+                "Set gradient clipping either on GradientNoise or on the wrapped "
+                "optimizer, not both: it must be applied exactly once, before "
+                f"the noise. Received: GradientNoise({own}) wrapping "
+                f"{type(optimizer).__name__}({inner})"
+            )
+        clipping = own if any(own.values()) else inner
+        if loss_scale_factor is None:
+            loss_scale_factor = optimizer.loss_scale_factor
+        # The wrapped optimizer would clip (and unscale) after the noise:
+        # those steps move here, before it.
+        for key in _CLIP_ARGUMENTS:
+            setattr(optimizer, key, None)
+        optimizer.loss_scale_factor = None
+        super().__init__(
+            learning_rate=0.0, name=name, loss_scale_factor=loss_scale_factor,
+            **clipping,
+        )
+        self.inner_optimizer = optimizer
+        self.eta = check_non_negative("eta", eta)
+        self.gamma = check_non_negative("gamma", gamma)
+        self.seed = check_seed(seed)
+        self._base_seed = random.randint(0, 2**30) if seed is None else seed
+
+    def build(self, var_list):
+        self.inner_optimizer.build(var_list)
+        super().build(var_list)
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    @property
+    def learning_rate(self):
+        return self.inner_optimizer.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        self.inner_optimizer.learning_rate = learning_rate
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def noise_stddev(self, step=None):
+        """σ_t = sqrt(η / (1 + t)^γ), by default at the current step."""
+        step = self.iterations if step is None else step
+        t = ops.cast(step, "float32")
+        return ops.sqrt(self.eta / ops.power(1.0 + t, self.gamma))
+
+    def add_noise(self, grads):
+        """g + N(0, σ_t²) for each gradient, independent across gradients."""
+        stddev = self.noise_stddev() * _replica_noise_scale()
+        noisy = []
+        for index, grad in enumerate(grads):
+            if grad is None:
+                noisy.append(None)
+                continue
+            grad = ops.convert_to_tensor(grad)
+            noise = keras.random.normal(
+                ops.shape(grad),
+                dtype=grad.dtype,
+                seed=_CounterSeed(self._base_seed + 7919 * index, self.iterations),
+            )
+            noisy.append(grad + ops.cast(stddev, grad.dtype) * noise)
+        return noisy
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            if trainable_variables is None:
+                raise ValueError(
+                    "GradientNoise must be built before `apply(grads)` without "
+                    "`trainable_variables`: call `optimizer.build(variables)`."
+                )
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+            self.built = True
+        grads = list(grads)
+        if self.loss_scale_factor is not None:
+            grads = [g if g is None else g / self.loss_scale_factor for g in grads]
+        grads = self.add_noise(self._clip_gradients(grads))
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self):
+        # Not super().get_config(): most base arguments belong to the wrapped
+        # optimizer, as in keras.optimizers.LossScaleOptimizer.
+        return {
+            "name": self.name,
+            "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "eta": self.eta,
+            "gamma": self.gamma,
+            "seed": self._base_seed,
+            "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm,
+            "clipvalue": self.clipvalue,
+            "loss_scale_factor": self.loss_scale_factor,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        optimizer = keras.saving.deserialize_keras_object(
+            config.pop("optimizer"), custom_objects=custom_objects
+        )
+        return cls(optimizer, **config)
