@@ -137,10 +137,24 @@ class NTASGD(keras.callbacks.Callback):
         self._batches += 1
         if self._batches % self.interval:
             return
-        sync_backend_state(self.model)
-        results = self.model.evaluate(self.validation_data, verbose=0, return_dict=True)
+        # evaluate() called here runs no callbacks: swap w̄ in by hand.
+        self.on_test_begin()
+        try:
+            results = self._evaluate()
+        finally:
+            self.on_test_end()
         key = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
         self._check(self._read(results, key), logs)
+
+    def _evaluate(self):
+        sync_backend_state(self.model)
+        data = self.validation_data
+        if isinstance(data, (tuple, list)):
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(tuple(data))
+            return self.model.evaluate(
+                x, y, sample_weight=sample_weight, verbose=0, return_dict=True
+            )
+        return self.model.evaluate(data, verbose=0, return_dict=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -152,8 +166,10 @@ class NTASGD(keras.callbacks.Callback):
         )
 
     def on_test_begin(self, logs=None):
-        if getattr(self, "optimizer", None) is not None and self.optimizer.averaging:
-            sync_backend_state(self.model)
+        if getattr(self, "optimizer", None) is None or self._swapped:
+            return
+        sync_backend_state(self.model)
+        if self.optimizer.averaging:
             self.optimizer.swap_average_weights()
             self._swapped = True
 

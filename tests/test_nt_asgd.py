@@ -1,0 +1,215 @@
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import to_numpy
+from keras_rnnreg.callbacks import NTASGD
+from keras_rnnreg.callbacks.nt_asgd import sync_backend_state
+from keras_rnnreg.optimizers import ASGD, GradientNoise
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(32, 3)).astype("float32")
+Y = RNG.normal(size=(32, 2)).astype("float32")
+
+
+class Scripted(keras.callbacks.Callback):
+    """Writes a scripted validation value into the logs at each epoch end."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.values[epoch]
+
+
+class Recorder(keras.callbacks.Callback):
+    """Records the kernel after every batch (the iterates w_k)."""
+
+    def __init__(self):
+        super().__init__()
+        self.iterates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        sync_backend_state(self.model)
+        self.iterates.append(to_numpy(self.model.layers[1].kernel).copy())
+
+
+def regression(optimizer):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile(optimizer, "mse")
+    return model
+
+
+def fit(model, values, callbacks=(), epochs=None, **kwargs):
+    epochs = len(values) if epochs is None else epochs
+    return model.fit(X, Y, batch_size=8, epochs=epochs, verbose=0, shuffle=False,
+                     callbacks=[Scripted(values), *callbacks], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "values,nonmono,trigger_epoch",
+    [
+        # len(logs) > n and v > min(logs[:-n]), checked before appending v
+        ([5, 4, 3, 3.5, 3.2, 3.1, 3.3, 2.0], 2, 5),
+        ([5, 4, 3, 2, 1, 0.5, 0.4, 0.3], 2, None),  # always improving
+        ([5, 6, 7, 8, 9, 10, 11, 12], 5, 6),  # first epoch with 6 values logged
+        ([3, 2, 1, 4, 5, 6, 7, 8], 3, 4),  # 5 > min([3]) once 4 values are logged
+    ],
+)
+def test_trigger_epoch_follows_algorithm_1(values, nonmono, trigger_epoch):
+    model = regression(ASGD(0.05))
+    history = fit(model, values, [NTASGD(nonmono=nonmono, verbose=0)])
+    starts = history.history["averaging_start"]
+    steps_per_epoch = 4
+    if trigger_epoch is None:
+        assert starts == [-1.0] * len(values)
+    else:
+        expected = [-1.0] * trigger_epoch + [
+            float((trigger_epoch + 1) * steps_per_epoch)
+        ] * (len(values) - trigger_epoch)
+        assert starts == expected
+
+
+def test_final_weights_are_the_mean_of_iterates_from_the_trigger():
+    values = [5, 4, 3, 3.5, 3.2, 3.1, 3.0, 2.9, 2.8]  # triggers at epoch 5
+    model = regression(GradientNoise(ASGD(0.05), eta=0.01, seed=1))
+    recorder = Recorder()
+    fit(model, values, [recorder, NTASGD(nonmono=2, verbose=0)])
+    trigger_batch = 6 * 4 - 1  # last batch of epoch 5: w_T
+    expected = np.mean(recorder.iterates[trigger_batch:], axis=0)
+    np.testing.assert_allclose(to_numpy(model.layers[1].kernel), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(recorder.iterates[-1], expected)
+
+
+def test_validation_uses_averaged_weights_once_averaging_runs():
+    class CheckValidation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            optimizer = self.model.optimizer
+            kernel, bias = self.model.trainable_weights
+            if optimizer.averaging:
+                kernel, bias = optimizer.averages
+            expected = np.mean((X @ to_numpy(kernel) + to_numpy(bias) - Y) ** 2)
+            self.seen = getattr(self, "seen", []) + [optimizer.averaging]
+            np.testing.assert_allclose(logs["val_loss"], expected, rtol=1e-4)
+
+    check = CheckValidation()
+    model = regression(ASGD(0.05))
+    # the real validation loss falls monotonically here, so force a trigger
+    nt = NTASGD(nonmono=1, verbose=0)
+    nt.history = [0.0, 0.0]
+    model.fit(X, Y, batch_size=8, epochs=3, verbose=0, shuffle=False,
+              validation_data=(X, Y), callbacks=[nt, check])
+    assert check.seen == [True, True, True]
+
+
+def test_nan_counts_as_not_improved_and_never_crashes():
+    values = [5, 4, 3, 2, float("nan"), 1, 1]
+    model = regression(ASGD(0.05))
+    nt = NTASGD(nonmono=2, verbose=0)
+    history = fit(model, values, [nt])
+    # at epoch 4 (NaN): 3 values > 2 logged and NaN > min([5, 4]) → trigger
+    assert history.history["averaging_start"][4] == 20.0
+    assert math.isinf(nt.history[4])
+
+
+def test_finetune_restarts_averaging_and_stops_by_the_criterion():
+    model = regression(ASGD(0.05))
+    fit(model, [5, 4, 3, 3.5, 3.4, 3.3], [NTASGD(nonmono=2, verbose=0)])
+    recorder = Recorder()
+    before = to_numpy(model.layers[1].kernel).copy()
+    history = fit(model, [5, 4, 3, 3.5, 3.4, 3.3, 3.2, 3.1], [
+        recorder, NTASGD(nonmono=2, finetune=True, verbose=0)])
+    # averaging from T = 0 of this stage, hot-started from the averaged weights
+    assert history.history["averaging_start"][0] == 24.0
+    # stopped at epoch 3 (3.5 > min([5])? no: len 3 > 2 and 3.5 > 5 is false) ...
+    # ... epoch 4: 3.4 > min([5, 4]) false; epoch 5: 3.3 > min([5, 4, 3]) true
+    assert len(history.history["loss"]) == 6
+    expected = np.mean([before] + recorder.iterates, axis=0)
+    np.testing.assert_allclose(to_numpy(model.layers[1].kernel), expected, rtol=1e-5, atol=1e-6)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_resume_from_backup_mid_averaging_gives_the_same_final_weights(tmp_path):
+    values = [5, 4, 3, 3.5, 3.2, 3.1, 3.0, 2.9, 2.8, 2.7]
+    make = lambda: GradientNoise(ASGD(0.05, momentum=0.5), eta=0.01, seed=4)
+
+    reference = regression(make())
+    fit(reference, values, [NTASGD(nonmono=2, verbose=0)])
+
+    model = regression(make())
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(model, values, [NTASGD(nonmono=2, verbose=0), backup, Interrupt(7)])
+    resumed = regression(make())  # a fresh process would start like this
+    fit(resumed, values, [NTASGD(nonmono=2, verbose=0), backup])
+    for a, b in zip(reference.trainable_weights, resumed.trainable_weights):
+        np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-6, atol=1e-7)
+    assert resumed.optimizer.inner_optimizer.average_count == reference.optimizer.inner_optimizer.average_count
+
+
+def test_interval_in_batches_evaluates_the_given_data():
+    model = regression(ASGD(0.05))
+    nt = NTASGD(nonmono=2, interval=2, validation_data=(X, Y), verbose=0)
+    model.fit(X, Y, batch_size=8, epochs=3, verbose=0, callbacks=[nt])
+    assert len(nt.history) == 6  # 12 batches / 2
+    assert all(np.isfinite(nt.history))
+
+
+def test_interval_evaluation_uses_averaged_weights():
+    model = regression(ASGD(0.05))
+    nt = NTASGD(nonmono=1, interval=2, validation_data=(X, Y), verbose=0)
+    nt.history = [0.0, 0.0]  # forces the trigger at the first check
+    model.fit(X, Y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[nt])
+    # the second check (after batch 4) saw w̄ = mean(w_2, w_3, w_4)
+    kernel, bias = model.trainable_weights  # hold w̄ after fit
+    expected = np.mean((X @ to_numpy(kernel) + to_numpy(bias) - Y) ** 2)
+    np.testing.assert_allclose(nt.history[-1], expected, rtol=1e-4)
+
+
+def test_other_optimizers_are_a_type_error_naming_asgd():
+    model = regression(keras.optimizers.SGD(0.1))
+    with pytest.raises(TypeError, match="ASGD"):
+        fit(model, [1.0], [NTASGD()])
+
+
+def test_missing_monitor_is_reported_once_with_available_keys():
+    model = regression(ASGD(0.05))
+    with pytest.warns(UserWarning, match=r"'val_accuracy'.*\['loss', 'val_loss'\]") as caught:
+        fit(model, [3, 2, 1], [NTASGD(monitor="val_accuracy")])
+    assert len([w for w in caught if "val_accuracy" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"nonmono": 0}, ValueError), ({"nonmono": 2.5}, TypeError),
+    ({"interval": 0, "validation_data": (X, Y)}, ValueError),
+    ({"interval": 5}, ValueError),
+])
+def test_bad_arguments(kwargs, error):
+    with pytest.raises(error, match=next(iter(kwargs))):
+        NTASGD(**kwargs)
+
+
+def test_asgd_state_round_trips(tmp_path):
+    model = regression(ASGD(0.05))
+    fit(model, [5, 4, 3, 3.5, 3.2, 3.1, 3.0], [NTASGD(nonmono=2, verbose=0)])
+    path = str(tmp_path / "asgd.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.optimizer.average_count == model.optimizer.average_count > 0
+    for a, b in zip(model.optimizer.averages, restored.optimizer.averages):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
