@@ -244,3 +244,25 @@ def test_config_round_trip_keeps_lstm_options():
     assert clone.dropout == 0.1 and clone.return_sequences and clone.go_backwards
     gru = WeightDropGRU.from_config(WeightDropGRU(3, weight_dropout=0.2).get_config())
     assert gru.weight_dropout == 0.2
+
+
+@pytest.mark.parametrize("cls", [WeightDropLSTM, WeightDropGRU])
+def test_stateful_state_carries_across_fit_batches(cls):
+    """Keras 3.15's own stateful RNNs restart from zero in JAX's fit and break
+    torch's backward pass; these layers carry the state on every backend."""
+    batch, steps = 3, 4
+    inputs = keras.Input(batch_shape=(batch, steps, 5))
+    # no mask, so the reference calls below see the same kernel
+    layer = cls(6, weight_dropout=0.0, stateful=True, return_sequences=True)
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(keras.optimizers.SGD(0.0), "mse")  # backward runs, weights fixed
+    stream = X[:batch, :2 * steps]
+    model.train_on_batch(stream[:, :steps], np.zeros((batch, steps, 6)))
+    model.train_on_batch(stream[:, steps:], np.zeros((batch, steps, 6)))
+    carried = [to_numpy(s).copy() for s in layer.states]
+    layer.reset_state()
+    layer(stream[:, :steps])
+    layer(stream[:, steps:])
+    for fit_state, reference in zip(carried, layer.states):
+        np.testing.assert_allclose(fit_state, to_numpy(reference), atol=1e-5)
+    assert np.abs(carried[0]).max() > 0

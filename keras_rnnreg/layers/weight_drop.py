@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_rnnreg._validation import check_rate, check_seed
+from keras_rnnreg.layers._stateful import CarriedStates
 
 # Seeds the weight mask's generator apart from the cell's input-dropout
 # generator: two keras SeedGenerators with one seed yield the same random
@@ -86,7 +87,7 @@ class _RecurrentKernelDropConnect:
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
-class WeightDropLSTM(_RecurrentKernelDropConnect, keras.layers.LSTM):
+class WeightDropLSTM(_RecurrentKernelDropConnect, CarriedStates, keras.layers.LSTM):
     """The weight-dropped LSTM of AWD-LSTM: DropConnect on hidden-to-hidden weights.
 
     Merity, Keskar & Socher (2017), *Regularizing and Optimizing LSTM Language
@@ -143,7 +144,7 @@ class WeightDropLSTM(_RecurrentKernelDropConnect, keras.layers.LSTM):
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
-class WeightDropGRU(_RecurrentKernelDropConnect, keras.layers.GRU):
+class WeightDropGRU(_RecurrentKernelDropConnect, CarriedStates, keras.layers.GRU):
     """A GRU with DropConnect on its hidden-to-hidden weights.
 
     The weight-drop technique of AWD-LSTM (Merity et al. 2017, section 2: "also
