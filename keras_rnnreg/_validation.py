@@ -84,3 +84,18 @@ def check_positive_int(name, value, minimum=1):
             f"Argument `{name}` must be an int >= {minimum}. Received: {name}={value}"
         )
     return value
+
+
+def check_probability(name, value):
+    """A probability: a real number in [0, 1], both ends allowed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Argument `{name}` must be a float in [0, 1]. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    if not 0.0 <= float(value) <= 1.0:  # also rejects NaN
+        raise ValueError(
+            f"Argument `{name}` must be a probability in [0, 1]. "
+            f"Received: {name}={value}"
+        )
+    return float(value)
