@@ -1,13 +1,22 @@
 """keras-rnnreg: regularization and optimization for recurrent networks in Keras 3."""
 
-from keras_rnnreg import layers
+from keras_rnnreg import callbacks, layers, optimizers
+from keras_rnnreg import noise
+from keras_rnnreg import data
 from keras_rnnreg.layers import (
     ARTARRegularizer,
     EmbeddingDropout,
     LockedDropout,
+    NoisinCell,
+    NoisinGRU,
+    NoisinLSTM,
+    NoisinRNN,
     TiedEmbedding,
     WeightDropGRU,
     WeightDropLSTM,
 )
+
+from keras_rnnreg.callbacks import NTASGD
+from keras_rnnreg.optimizers import ASGD, GradientNoise
 
 __version__ = "0.1.0.dev0"

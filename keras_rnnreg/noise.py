@@ -54,6 +54,7 @@ EULER_GAMMA = 0.5772156649015329
 # Shape parameters, with their defaults. Gamma's shape 2 is the paper's Table 5
 # setting; the paper gives none for Beta (see docs/noisin.md).
 _DEFAULT_PARAMS = {"gamma": {"alpha": 2.0}, "beta": {"alpha": 1.0}}
+SHAPE_PARAMETERS = ("alpha",)  # every name used in _DEFAULT_PARAMS
 
 # The domain of γ: low < γ <= high, written out, and what γ is.
 _SPREAD_DOMAIN = {"bernoulli": (0.0, 1.0, "(0, 1]", "a keep probability")}
@@ -170,9 +171,10 @@ def sample_noise(
 def _draw(distribution, shape, gamma, mode, params, seed, dtype):
     """ε for an already validated specification, in `dtype`."""
     if distribution == "bernoulli":
-        keep = ops.cast(keras.random.uniform(shape, dtype=dtype, seed=seed) < gamma, dtype)
-        eps = keep / gamma  # mean 1
-        return eps if mode == "multiplicative" else eps - 1.0
+        keep = keras.random.uniform(shape, dtype=dtype, seed=seed) < gamma  # η
+        if mode == "multiplicative":
+            return ops.where(keep, ops.cast(1.0 / gamma, dtype), ops.cast(0.0, dtype))
+        return ops.where(keep, ops.cast(1.0 / gamma - 1.0, dtype), ops.cast(-1.0, dtype))
     eps = _zero_mean_draw(distribution, shape, gamma, params, seed, dtype)
     return eps + 1.0 if mode == "multiplicative" else eps
 

@@ -3,6 +3,7 @@
 from keras_rnnreg.layers.artar import ARTARRegularizer
 from keras_rnnreg.layers.embedding_dropout import EmbeddingDropout
 from keras_rnnreg.layers.locked_dropout import LockedDropout
+from keras_rnnreg.layers.noisin import NoisinCell, NoisinGRU, NoisinLSTM, NoisinRNN
 from keras_rnnreg.layers.tied_output import TiedEmbedding
 from keras_rnnreg.layers.weight_drop import WeightDropGRU, WeightDropLSTM
 
@@ -10,6 +11,10 @@ __all__ = [
     "ARTARRegularizer",
     "EmbeddingDropout",
     "LockedDropout",
+    "NoisinCell",
+    "NoisinGRU",
+    "NoisinLSTM",
+    "NoisinRNN",
     "TiedEmbedding",
     "WeightDropGRU",
     "WeightDropLSTM",

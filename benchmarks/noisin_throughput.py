@@ -1,0 +1,145 @@
+"""Training throughput (tokens/s) of NoisinLSTM against the two Keras LSTMs.
+
+The same 2-layer LM as benchmarks/throughput.py (vocabulary 10000, embedding
+200, two recurrent layers of 200 units, batch 20, BPTT 35), with three kinds
+of recurrent layer:
+
+    noisin      NoisinLSTM(200, noise="bernoulli", noise_level=0.5)
+    cell_loop   keras.layers.RNN(keras.layers.LSTMCell(200)): the per-step
+                cell loop, the implementation Noisin must use (fresh noise at
+                every step cannot go through a fused kernel)
+    fused       keras.layers.LSTM(200): the backend's fused kernel where it has
+                one (cuDNN on GPUs, torch's CPU kernel), else the same loop
+
+Target: noisin >= 0.9 x cell_loop. The gap to `fused` is what running the
+cell loop costs on this backend.
+
+Training is stateless on random token ids; SGD(lr=1, global_clipnorm=0.25)
+and SparseCategoricalCrossentropy(from_logits=True). Every model is compiled
+and warmed up first; then each repeat runs `--batches` timed
+`train_on_batch` steps of every variant in turn (interleaved, so drifts of a
+shared machine hit all variants alike). Reported: the median tokens/s over
+repeats and the ratios of medians.
+
+    KERAS_BACKEND=jax .venv/bin/python benchmarks/noisin_throughput.py
+    KERAS_BACKEND=torch .venv/bin/python benchmarks/noisin_throughput.py --threads 1
+"""
+
+import argparse
+import datetime
+import statistics
+import time
+
+import keras
+import numpy as np
+
+from keras_rnnreg.layers import NoisinLSTM
+
+VOCAB = 10000
+EMBEDDING = 200
+HIDDEN = 200
+BATCH = 20
+BPTT = 35
+
+RECURRENT = {
+    "noisin": lambda units: NoisinLSTM(
+        units, noise="bernoulli", noise_level=0.5, return_sequences=True
+    ),
+    "cell_loop": lambda units: keras.layers.RNN(
+        keras.layers.LSTMCell(units), return_sequences=True
+    ),
+    "fused": lambda units: keras.layers.LSTM(units, return_sequences=True),
+}
+
+
+def build_model(variant):
+    tokens = keras.Input((BPTT,), batch_size=BATCH, dtype="int32")
+    x = keras.layers.Embedding(VOCAB, EMBEDDING)(tokens)
+    x = RECURRENT[variant](HIDDEN)(x)
+    x = RECURRENT[variant](HIDDEN)(x)
+    model = keras.Model(tokens, keras.layers.Dense(VOCAB)(x))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0, global_clipnorm=0.25),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def run_steps(model, x, y, start, n_steps):
+    loss = None
+    for i in range(n_steps):
+        j = (start + i) % len(x)
+        loss = model.train_on_batch(x[j], y[j])
+    return float(np.asarray(loss).reshape(-1)[0])  # forces a sync
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=5, help="timed steps per variant per repeat")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="intra-op threads for torch and TensorFlow (default: the framework's). "
+        "On a shared machine torch's thread pool can stall for whole time slices "
+        "when a core is busy; --threads 1 avoids that. JAX ignores it.",
+    )
+    args = parser.parse_args(argv)
+
+    backend = keras.backend.backend()
+    if args.threads is not None and backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    elif args.threads is not None and backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    data = rng.integers(0, VOCAB, size=(50, BATCH, BPTT + 1), dtype=np.int32)
+    x, y = data[:, :, :-1], data[:, :, 1:]
+    tokens_per_step = BATCH * BPTT
+    print(
+        f"date: {datetime.date.today()}  backend: {backend}  keras {keras.__version__}  "
+        f"threads: {args.threads or 'framework default'}"
+    )
+    print(
+        f"model: vocab {VOCAB}, embedding {EMBEDDING}, 2 x {HIDDEN} units, batch {BATCH}, "
+        f"bptt {BPTT}; {args.repeats} repeats x {args.batches} steps, interleaved"
+    )
+
+    models = {}
+    for name in RECURRENT:
+        start = time.perf_counter()
+        models[name] = build_model(name)
+        loss = run_steps(models[name], x, y, 0, args.warmup)
+        print(f"  warm-up {name:<10} {time.perf_counter() - start:6.1f} s  loss {loss:.3f}", flush=True)
+
+    rates = {name: [] for name in RECURRENT}
+    position = args.warmup
+    for repeat in range(args.repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            run_steps(model, x, y, position, args.batches)
+            rates[name].append(args.batches * tokens_per_step / (time.perf_counter() - start))
+        position += args.batches
+        line = ", ".join(f"{name} {r[-1]:,.0f}" for name, r in rates.items())
+        print(f"  repeat {repeat + 1}/{args.repeats}: {line}", flush=True)
+
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    print(f"\n| backend | variant | median tokens/s | min - max |")
+    print("| --- | --- | ---: | ---: |")
+    for name, r in rates.items():
+        print(f"| {backend} | {name} | {median[name]:,.0f} | {min(r):,.0f} - {max(r):,.0f} |")
+    print(
+        f"\nnoisin / cell_loop = {median['noisin'] / median['cell_loop']:.3f} (target >= 0.9); "
+        f"noisin / fused = {median['noisin'] / median['fused']:.3f}; "
+        f"cell_loop / fused = {median['cell_loop'] / median['fused']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
