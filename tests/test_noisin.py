@@ -576,3 +576,23 @@ def test_argument_errors():
         NoisinLSTM(3, seed=1.5)
     with pytest.raises((TypeError, ValueError)):
         NoisinLSTM(3, use_cudnn=True)
+
+
+def test_stateful_noisin_lstm_carries_state_across_fit_batches():
+    """Bernoulli noise with keep probability 1 is ε = 1: a deterministic check
+    that fit carries the state (Keras's own RNNs drop it on JAX)."""
+    batch, steps = 2, 3
+    inputs = keras.Input(batch_shape=(batch, steps, 4))
+    layer = NoisinLSTM(5, noise="bernoulli", noise_level=1.0, stateful=True,
+                       return_sequences=True)
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    stream = np.random.default_rng(0).normal(size=(batch, 2 * steps, 4)).astype("float32")
+    model.train_on_batch(stream[:, :steps], np.zeros((batch, steps, 5)))
+    model.train_on_batch(stream[:, steps:], np.zeros((batch, steps, 5)))
+    carried = [keras.ops.convert_to_numpy(s).copy() for s in layer.states]
+    layer.reset_state()
+    layer(stream[:, :steps])
+    layer(stream[:, steps:])
+    for fit_state, reference in zip(carried, layer.states):
+        np.testing.assert_allclose(fit_state, keras.ops.convert_to_numpy(reference), atol=1e-5)

@@ -38,6 +38,7 @@ from keras.src import backend as keras_backend
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_rnnreg._validation import check_seed
+from keras_rnnreg.layers._stateful import CarriedStates
 from keras_rnnreg.noise import SHAPE_PARAMETERS, _check_noise, sample_noise
 
 # Seeds the noise generator apart from the wrapped cell's dropout generator:
@@ -330,7 +331,7 @@ class NoisinCell(keras.layers.Layer, DropoutRNNCell):
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
-class NoisinRNN(keras.layers.RNN):
+class NoisinRNN(CarriedStates, keras.layers.RNN):
     """`keras.layers.RNN` that gives its NoisinCells fresh noise at every step.
 
     In training, draws the noise of the whole sequence for each `NoisinCell`
