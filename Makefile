@@ -28,10 +28,12 @@ test: venv
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests || status=1; \
 	done; exit $$status
 
+# torch runs single-threaded: on a shared 2-core machine its two OpenMP
+# threads stall whenever another process holds a core (docs/benchmarks.md).
 benchmark: venv
-	for backend in $(BACKENDS); do \
-	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py; \
-	done
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/throughput.py
+	KERAS_BACKEND=jax $(BIN)/python benchmarks/throughput.py
+	KERAS_BACKEND=torch $(BIN)/python benchmarks/throughput.py --threads 1
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
