@@ -10,7 +10,8 @@ on than the variant before it:
                          between the LSTMs, after the last LSTM)
     embedding_dropout  + EmbeddingDropout(rate=0.1) instead of Embedding
     artar              + ARTARRegularizer(2, 1) on [h, dropped_h]
-    tied               + tied softmax, embedding(h, reverse=True) instead of Dense
+    tied               + tied softmax, embedding(h, reverse=True) instead of
+                         Dense (with an output bias, as the Dense has)
 
 Training is stateless (no `stateful=True` RNNs, every batch starts from zero
 states) on random token ids generated here; SGD and
@@ -18,14 +19,18 @@ SparseCategoricalCrossentropy(from_logits=True). Each model is compiled and
 warmed up (traced / jit-compiled) first; then, in every repeat, each variant in
 turn runs `--batches` timed `train_on_batch` steps (ABCDEF ABCDEF ...), so
 slow drifts of a shared machine hit every variant alike. Reported: the median
-over repeats of tokens/s per variant, and its ratio to "plain" on the same
-backend.
+over repeats of tokens/s per variant and its ratio to "plain" on the same
+backend, and two ratios less sensitive to other processes: paired within a
+repeat, and by the fastest step (see `report`).
 
 The backend is KERAS_BACKEND. Examples:
 
     KERAS_BACKEND=jax .venv/bin/python benchmarks/throughput.py
-    KERAS_BACKEND=torch .venv/bin/python benchmarks/throughput.py --quick
+    KERAS_BACKEND=torch .venv/bin/python benchmarks/throughput.py --threads 1
     .venv/bin/python benchmarks/throughput.py --variants plain,tied --repeats 7
+    .venv/bin/python benchmarks/throughput.py --quick     # smoke test, ~30 s
+
+(`--threads 1` for torch on a shared machine: see `--help`.)
 
 Adding a variant: register a model builder in `VARIANTS` (name -> function
 returning an uncompiled `keras.Model`; `_lm` takes switches and an `rnn`
@@ -48,8 +53,10 @@ import keras
 import numpy as np
 
 from keras_rnnreg import (
+    ASGD,
     ARTARRegularizer,
     EmbeddingDropout,
+    GradientNoise,
     LockedDropout,
     WeightDropLSTM,
 )
@@ -118,6 +125,11 @@ VARIANTS = {
     "embedding_dropout": functools.partial(_lm, **_AWD),
     "artar": functools.partial(_lm, **_AWD, artar=True),
     "tied": functools.partial(_lm, **_AWD, artar=True, tied=True),
+    # The training-side techniques on the plain model: compare with `plain`
+    # (gradient noise, ASGD before the trigger) and with `asgd_off`.
+    "gradient_noise": functools.partial(_lm),
+    "asgd_off": functools.partial(_lm),
+    "asgd_averaging": functools.partial(_lm),
 }
 
 
@@ -125,10 +137,32 @@ def _sgd():
     return keras.optimizers.SGD(learning_rate=LEARNING_RATE, global_clipnorm=CLIPNORM)
 
 
+def _asgd():
+    return ASGD(learning_rate=LEARNING_RATE, global_clipnorm=CLIPNORM)
+
+
+class _StartAveraging(keras.callbacks.Callback):
+    """Starts ASGD's averaging after the first (warm-up) step, as NT-ASGD's
+    trigger would, so every timed step updates the average."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.started:
+            self.model.optimizer.start_averaging()
+            self.started = True
+
+
 # name -> function returning an optimizer; variants not listed use plain SGD.
-OPTIMIZERS = {}
+OPTIMIZERS = {
+    "gradient_noise": lambda: GradientNoise(_sgd(), eta=0.01, gamma=0.55, seed=0),
+    "asgd_off": _asgd,
+    "asgd_averaging": _asgd,
+}
 # name -> function returning a list of callbacks; variants not listed use none.
-CALLBACKS = {}
+CALLBACKS = {"asgd_averaging": lambda: [_StartAveraging()]}
 
 
 def build_model(variant):
@@ -160,15 +194,30 @@ def synthetic_batches(n_batches, seed=0):
     return data[:, :, :-1], data[:, :, 1:]
 
 
-def run_steps(model, callbacks, x, y, start, n_steps):
-    """`n_steps` train_on_batch calls; returns the last loss (forces a sync)."""
+def run_steps(model, callbacks, x, y, start, n_steps, step_times=None):
+    """`n_steps` train_on_batch calls; returns the last loss.
+
+    `train_on_batch` returns the loss as a NumPy value, which waits for the
+    step to finish on every backend, so each step's wall time (s) can be
+    appended to `step_times`.
+    """
     loss = None
     for i in range(n_steps):
         j = (start + i) % len(x)
+        start_time = time.perf_counter()
         callbacks.on_train_batch_begin(i)
         loss = model.train_on_batch(x[j], y[j])
         callbacks.on_train_batch_end(i, {"loss": loss})
+        if step_times is not None:
+            step_times.append(time.perf_counter() - start_time)
     return float(np.asarray(loss).reshape(-1)[0])
+
+
+def load_average():
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unknown"
 
 
 def machine_description():
@@ -243,12 +292,12 @@ def configure_threads(backend, threads):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--repeats", type=int, default=5,
-        help="timed rounds; each round runs every variant once (default 5)",
+        "--repeats", type=int, default=15,
+        help="timed rounds; each round runs every variant once (default 15)",
     )
     parser.add_argument(
-        "--batches", type=int, default=20,
-        help="timed train_on_batch steps per variant per round (default 20)",
+        "--batches", type=int, default=3,
+        help="timed train_on_batch steps per variant per round (default 3)",
     )
     parser.add_argument(
         "--warmup", type=int, default=3,
@@ -304,6 +353,7 @@ def main(argv=None):
     print(f"keras:    {keras.__version__}; python {platform.python_version()}")
     print(f"machine:  {machine_description()}")
     print(f"threads:  {threads}")
+    print(f"load:     {load_average()} at the start")
     print(f"command:  KERAS_BACKEND={backend} {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(
         f"model:    vocab {VOCAB}, embedding {EMBEDDING}, 2 x LSTM {HIDDEN}, "
@@ -330,14 +380,17 @@ def main(argv=None):
             flush=True,
         )
 
-    rates = {name: [] for name in args.variants}
+    rates = {name: [] for name in args.variants}  # tokens/s of each repeat
+    steps = {name: [] for name in args.variants}  # seconds of each timed step
     position = args.warmup
     for repeat in range(args.repeats):
         line = []
         for name in args.variants:
             model, callbacks = models[name]
             start = time.perf_counter()
-            loss = run_steps(model, callbacks, x, y, position, args.batches)
+            loss = run_steps(
+                model, callbacks, x, y, position, args.batches, steps[name]
+            )
             elapsed = time.perf_counter() - start
             if not np.isfinite(loss):
                 print(f"  warning: {name} loss is {loss}", flush=True)
@@ -348,21 +401,50 @@ def main(argv=None):
 
     for model, callbacks in models.values():
         callbacks.on_train_end()
+    print(f"load average at the end: {load_average()}")
+    report(backend, args, rates, steps, tokens_per_step)
+
+
+def report(backend, args, rates, steps, tokens_per_step):
+    """The Markdown table: median tokens/s and three ratios to "plain".
+
+    - x plain: the variant's median tokens/s over repeats divided by plain's
+      (the headline number).
+    - x plain, paired: the median over repeats of variant / plain within the
+      same repeat; the two ran seconds apart, so slow drifts in the machine's
+      load cancel.
+    - x plain, fastest step: plain's fastest timed step over the variant's.
+      Other processes only ever add time, so the fastest of many steps is the
+      closest to the uncontended cost, and this ratio the best estimate of
+      the regularizer's own overhead on a shared machine.
+    """
+
+    def fastest(name):
+        return min(steps[name])
 
     plain = rates["plain"]
     plain_median = statistics.median(plain)
+    spread = (max(plain) - min(plain)) / plain_median
     print()
-    print(f"Backend `{backend}` (keras {keras.__version__}); tokens/s, median of {args.repeats} repeats")
+    print(
+        f"Backend `{backend}` (keras {keras.__version__}): training tokens/s, "
+        f"median of {args.repeats} repeats x {args.batches} batches; "
+        f"plain's range is {spread:.0%} of its median; plain's fastest step "
+        f"{fastest('plain') * 1e3:.0f} ms ({tokens_per_step / fastest('plain'):,.0f} tokens/s)"
+    )
     print()
-    print("| variant | median tokens/s | min - max | × plain (median/median) | × plain (median of paired ratios) |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(
+        "| variant | median tokens/s | min - max | × plain | "
+        "× plain, paired | × plain, fastest step |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in args.variants:
         r = rates[name]
-        median = statistics.median(r)
         paired = statistics.median(a / b for a, b in zip(r, plain))
         print(
-            f"| {name} | {median:,.0f} | {min(r):,.0f} - {max(r):,.0f} "
-            f"| {median / plain_median:.3f} | {paired:.3f} |"
+            f"| {name} | {statistics.median(r):,.0f} | {min(r):,.0f} - {max(r):,.0f} "
+            f"| {statistics.median(r) / plain_median:.3f} | {paired:.3f} "
+            f"| {fastest('plain') / fastest(name):.3f} |"
         )
 
 
