@@ -17,17 +17,6 @@ EULER = 0.5772156649015329
 ZETA3 = 1.2020569031595942
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    """Overrides the suite's fixture of this name: the same fresh seeds and
-    dtype policy, without its per-test `gc.collect()` (half a second a test
-    here, on JAX)."""
-    keras.utils.set_random_seed(1234)
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session(free_memory=False)
-
-
 def _beta_shape(a, b):
     skew = 2 * (b - a) * math.sqrt(a + b + 1) / ((a + b + 2) * math.sqrt(a * b))
     kurt = (

@@ -15,17 +15,6 @@ BACKEND = keras.backend.backend()
 X = np.random.default_rng(0).normal(size=(4, 3, 5)).astype("float32")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_keras_state():
-    """Overrides the suite's fixture of this name: the same fresh seeds and
-    dtype policy, without its per-test `gc.collect()` (half a second a test
-    here, on JAX)."""
-    keras.utils.set_random_seed(1234)
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-    keras.backend.clear_session(free_memory=False)
-
-
 # The medium-model spreads of the paper's Table 3 (no dropout).
 TABLE_3_GAMMA = {
     "gaussian": 1.10,
