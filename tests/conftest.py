@@ -21,10 +21,15 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
+def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None,
+               eps=None, mode="multiplicative", mask=None):
     """Keras's LSTM recurrence (gate order i, f, c, o) in NumPy.
 
-    Returns all hidden states (batch, time, units) and the final (h, c).
+    With `eps` (batch, time, units) it is Noisin's Algorithm 1: the emitted
+    state z_t = h_t ⊙ ε_t (or h_t + ε_t with mode="additive") is both the
+    output and the state fed back; c is not noised. With `mask` (batch, time)
+    a masked step carries the previous (z, c) forward, as Keras does.
+    Returns all outputs (batch, time, units) and the final (h, c).
     """
     batch, steps, _ = x.shape
     units = recurrent_kernel.shape[0]
@@ -34,8 +39,14 @@ def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     for t in range(steps):
         z = x[:, t] @ kernel + h @ recurrent_kernel + bias
         i, f, g, o = np.split(z, 4, axis=-1)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h = sigmoid(o) * np.tanh(c)
+        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h_new = sigmoid(o) * np.tanh(c_new)
+        if eps is not None:
+            h_new = h_new * eps[:, t] if mode == "multiplicative" else h_new + eps[:, t]
+        if mask is not None:
+            keep = mask[:, t : t + 1].astype(bool)
+            h_new, c_new = np.where(keep, h_new, h), np.where(keep, c_new, c)
+        h, c = h_new, c_new
         outputs.append(h)
     return np.stack(outputs, axis=1), h, c
 

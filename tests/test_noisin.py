@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from conftest import numpy_lstm
 from keras_rnnreg.layers import NoisinCell, NoisinGRU, NoisinLSTM, NoisinRNN
 from keras_rnnreg.noise import DISTRIBUTIONS
 
@@ -37,10 +38,6 @@ CELLS = {
 
 def np_(x):
     return np.asarray(ops.convert_to_numpy(x))
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 @keras.saving.register_keras_serializable(package="test_noisin")
@@ -198,28 +195,6 @@ def test_cell_with_explicit_noise():
 # --- the recurrence ----------------------------------------------------------
 
 
-def numpy_noisin_lstm(x, kernel, recurrent_kernel, bias, eps, mode, mask=None):
-    """Algorithm 1 for Keras's LSTM (gates i, f, c, o): z_t = o ⊙ tanh(c) ⊙ ε_t."""
-    batch, steps, _ = x.shape
-    units = recurrent_kernel.shape[0]
-    z = np.zeros((batch, units))
-    c = np.zeros((batch, units))
-    outputs = []
-    for t in range(steps):
-        gates = x[:, t] @ kernel + z @ recurrent_kernel + bias
-        i, f, g, o = np.split(gates, 4, axis=-1)
-        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h = sigmoid(o) * np.tanh(c_new)
-        z_new = h * eps[:, t] if mode == "multiplicative" else h + eps[:, t]
-        if mask is not None:  # a masked step carries the previous state
-            keep = mask[:, t : t + 1].astype(bool)
-            z_new = np.where(keep, z_new, z)
-            c_new = np.where(keep, c_new, c)
-        z, c = z_new, c_new
-        outputs.append(z)
-    return np.stack(outputs, axis=1), z, c
-
-
 @pytest.mark.parametrize(
     "noise, level, mode, masked",
     [
@@ -241,8 +216,8 @@ def test_noised_state_is_fed_back(noise, level, mode, masked):
     eps = np_(NoisinCell(keras.layers.LSTMCell(units), noise, level, mode, seed=21)
               .draw_noise((4, 3, units)))
     kernel, recurrent_kernel, bias = layer.get_weights()
-    expected, z, c_expected = numpy_noisin_lstm(
-        X.astype(np.float64), kernel, recurrent_kernel, bias, eps, mode, mask
+    expected, z, c_expected = numpy_lstm(
+        X.astype(np.float64), kernel, recurrent_kernel, bias, eps=eps, mode=mode, mask=mask
     )
     np.testing.assert_allclose(np_(out), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np_(h), z, rtol=1e-5, atol=1e-5)
