@@ -46,6 +46,13 @@ def regression(optimizer):
     return model
 
 
+def force_trigger(model):
+    """Logs two perfect validation values: any real one then triggers (n = 1)."""
+    model.optimizer.build(model.trainable_variables)
+    for _ in range(2):
+        model.optimizer.record_validation(0.0, keep_last=1)
+
+
 def fit(model, values, callbacks=(), epochs=None, **kwargs):
     epochs = len(values) if epochs is None else epochs
     return model.fit(X, Y, batch_size=8, epochs=epochs, verbose=0, shuffle=False,
@@ -102,7 +109,7 @@ def test_validation_uses_averaged_weights_once_averaging_runs():
     model = regression(ASGD(0.05))
     # the real validation loss falls monotonically here, so force a trigger
     nt = NTASGD(nonmono=1, verbose=0)
-    nt.history = [0.0, 0.0]
+    force_trigger(model)
     model.fit(X, Y, batch_size=8, epochs=3, verbose=0, shuffle=False,
               validation_data=(X, Y), callbacks=[nt, check])
     assert check.seen == [True, True, True]
@@ -162,6 +169,36 @@ def test_resume_from_backup_mid_averaging_gives_the_same_final_weights(tmp_path)
     assert resumed.optimizer.inner_optimizer.average_count == reference.optimizer.inner_optimizer.average_count
 
 
+@pytest.mark.parametrize("interrupt_epoch", [3, 7], ids=["before_trigger", "after_trigger"])
+def test_resume_gives_the_same_trigger_and_final_weights(tmp_path, interrupt_epoch):
+    """The validation log, trigger and average all live in the optimizer."""
+    values = [5, 4, 3, 3.5, 3.2, 3.1, 3.0, 2.9, 2.8, 2.7]  # triggers at epoch 5
+    reference = regression(ASGD(0.05))
+    expected = fit(reference, values, [NTASGD(nonmono=2, verbose=0)])
+    model = regression(ASGD(0.05))
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(model, values, [NTASGD(nonmono=2, verbose=0), backup, Interrupt(interrupt_epoch)])
+    resumed = regression(ASGD(0.05))
+    history = fit(resumed, values, [NTASGD(nonmono=2, verbose=0), backup])
+    tail = len(history.history["averaging_start"])
+    assert history.history["averaging_start"] == expected.history["averaging_start"][-tail:]
+    for a, b in zip(reference.trainable_weights, resumed.trainable_weights):
+        np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-6, atol=1e-7)
+
+
+def test_full_validation_log_is_compacted_without_changing_the_test():
+    model = regression(ASGD(0.05))
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    values = list(np.random.default_rng(0).normal(size=300))
+    for v in values:
+        optimizer.record_validation(v, keep_last=5)
+    history = optimizer.validation_history()
+    assert len(history) <= 256 and history[-5:] == pytest.approx(values[-5:])
+    assert min(history[:-5]) == pytest.approx(min(values[:-5]))
+
+
 def test_interval_in_batches_evaluates_the_given_data():
     model = regression(ASGD(0.05))
     nt = NTASGD(nonmono=2, interval=2, validation_data=(X, Y), verbose=0)
@@ -173,7 +210,7 @@ def test_interval_in_batches_evaluates_the_given_data():
 def test_interval_evaluation_uses_averaged_weights():
     model = regression(ASGD(0.05))
     nt = NTASGD(nonmono=1, interval=2, validation_data=(X, Y), verbose=0)
-    nt.history = [0.0, 0.0]  # forces the trigger at the first check
+    force_trigger(model)  # at the first check
     model.fit(X, Y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[nt])
     # the second check (after batch 4) saw w̄ = mean(w_2, w_3, w_4)
     kernel, bias = model.trainable_weights  # hold w̄ after fit

@@ -4,7 +4,7 @@ import warnings
 import keras
 
 from keras_rnnreg._validation import check_positive_int
-from keras_rnnreg.optimizers.averaging import ASGD
+from keras_rnnreg.optimizers.averaging import ASGD, VALIDATION_LOG_CAPACITY
 
 
 def find_asgd(optimizer):
@@ -39,9 +39,11 @@ class NTASGD(keras.callbacks.Callback):
     T = 0 from the current (hot-started, averaged) weights as soon as
     training begins, and training stops by the same non-monotone criterion.
 
-    The trigger iteration and the average are optimizer variables, saved
-    with the model, so `keras.callbacks.BackupAndRestore` or `ModelCheckpoint`
-    plus a reload continue the average exactly. The History gets
+    The validation log, the trigger iteration and the average are ASGD
+    optimizer variables, saved with the model, so
+    `keras.callbacks.BackupAndRestore` or `ModelCheckpoint` plus a reload
+    resume the run exactly, before or after the trigger (with `finetune=True`,
+    list `BackupAndRestore` after this callback). The History gets
     `averaging_start` (T, or -1 before the trigger) at every epoch.
 
     Args:
@@ -83,16 +85,24 @@ class NTASGD(keras.callbacks.Callback):
         self.finetune = bool(finetune)
         self.validation_data = validation_data
         self.verbose = verbose
-        self.history = []  # the validation values v, as Algorithm 1's `logs`
         self._batches = 0
         self._warned_missing = False
         self._swapped = False
 
     # -- Algorithm 1 ---------------------------------------------------------
+    @property
+    def history(self):
+        """The validation values v logged so far, Algorithm 1's `logs`.
+
+        Held by the ASGD optimizer (as variables), so checkpoints keep it.
+        """
+        return self.optimizer.validation_history()
+
     def non_monotone(self, value):
         """True when v is worse than the best value older than `nonmono` logs."""
         n = self.nonmono
-        return len(self.history) > n and value > min(self.history[:-n])
+        history = self.history
+        return len(history) > n and value > min(history[:-n])
 
     def _check(self, value, logs):
         if value is None:
@@ -111,7 +121,7 @@ class NTASGD(keras.callbacks.Callback):
                     f"{int(keras.ops.convert_to_numpy(self.optimizer.iterations))} "
                     f"({self.monitor}={value:.4f} > min of all but the last {self.nonmono})."
                 )
-        self.history.append(value)
+        self.optimizer.record_validation(value, keep_last=self.nonmono)
 
     # -- callback hooks -----------------------------------------------------
     def on_train_begin(self, logs=None):
@@ -127,8 +137,13 @@ class NTASGD(keras.callbacks.Callback):
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         self._batches = 0
+        if self.nonmono >= VALIDATION_LOG_CAPACITY:
+            raise ValueError(
+                f"Argument `nonmono` must be < {VALIDATION_LOG_CAPACITY} (the "
+                f"size of ASGD's validation log). Received: nonmono={self.nonmono}"
+            )
         if self.finetune:
-            self.history = []
+            self.optimizer.clear_validation_history()
             self.optimizer.start_averaging()
 
     def on_train_batch_end(self, batch, logs=None):

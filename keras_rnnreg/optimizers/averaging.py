@@ -1,5 +1,9 @@
 import keras
+import numpy as np
 from keras import ops
+
+# Room for NT-ASGD's validation log (see `record_validation`).
+VALIDATION_LOG_CAPACITY = 256
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
@@ -51,6 +55,16 @@ class ASGD(keras.optimizers.SGD):
             shape=(), initializer=keras.initializers.Constant(-1), dtype="int32",
             aggregation="only_first_replica", name="averaging_start",
         )
+        # NT-ASGD's log of validation values, kept here so that a checkpoint
+        # taken before the trigger resumes the non-monotone test exactly.
+        self.validation_log = self.add_variable(
+            shape=(VALIDATION_LOG_CAPACITY,), dtype="float32",
+            aggregation="only_first_replica", name="validation_log",
+        )
+        self.validation_log_size = self.add_variable(
+            shape=(), dtype="int32", aggregation="only_first_replica",
+            name="validation_log_size",
+        )
 
     @property
     def averages(self):
@@ -83,6 +97,32 @@ class ASGD(keras.optimizers.SGD):
         """Turns averaging off (the average is kept until the next start)."""
         self._require_built("stop_averaging")
         self.averaging_start.assign(-1)
+
+    def validation_history(self):
+        """The logged validation values (NT-ASGD's `logs`), oldest first."""
+        self._require_built("validation_history")
+        size = int(ops.convert_to_numpy(self.validation_log_size))
+        return [float(v) for v in ops.convert_to_numpy(self.validation_log)[:size]]
+
+    def record_validation(self, value, keep_last):
+        """Appends a validation value to the log.
+
+        When the log is full it is compacted to [min(older values)] + the
+        last `keep_last` values, which leaves NT-ASGD's test
+        `len(logs) > n and v > min(logs[:-n])` (n = keep_last) unchanged.
+        """
+        history = self.validation_history()
+        if len(history) == VALIDATION_LOG_CAPACITY:
+            history = [min(history[:-keep_last])] + history[-keep_last:]
+        history.append(float(value))
+        log = np.zeros((VALIDATION_LOG_CAPACITY,), "float32")
+        log[: len(history)] = history
+        self.validation_log.assign(log)
+        self.validation_log_size.assign(len(history))
+
+    def clear_validation_history(self):
+        self._require_built("clear_validation_history")
+        self.validation_log_size.assign(0)
 
     def swap_average_weights(self):
         """Exchanges model weights and averages (its own inverse)."""
