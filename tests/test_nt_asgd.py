@@ -233,6 +233,7 @@ def test_missing_monitor_is_reported_once_with_available_keys():
 
 @pytest.mark.parametrize("kwargs,error", [
     ({"nonmono": 0}, ValueError), ({"nonmono": 2.5}, TypeError),
+    ({"nonmono": 256}, ValueError),
     ({"interval": 0, "validation_data": (X, Y)}, ValueError),
     ({"interval": 5}, ValueError),
 ])

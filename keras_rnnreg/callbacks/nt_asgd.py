@@ -75,6 +75,11 @@ class NTASGD(keras.callbacks.Callback):
             raise TypeError(f"Argument `monitor` must be a str. Received: monitor={monitor!r}")
         self.monitor = monitor
         self.nonmono = check_positive_int("nonmono", nonmono)
+        if self.nonmono >= VALIDATION_LOG_CAPACITY:
+            raise ValueError(
+                f"Argument `nonmono` must be < {VALIDATION_LOG_CAPACITY} (the "
+                f"size of ASGD's validation log). Received: nonmono={nonmono}"
+            )
         self.interval = None if interval is None else check_positive_int("interval", interval)
         if self.interval is not None and validation_data is None:
             raise ValueError(
@@ -137,11 +142,6 @@ class NTASGD(keras.callbacks.Callback):
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         self._batches = 0
-        if self.nonmono >= VALIDATION_LOG_CAPACITY:
-            raise ValueError(
-                f"Argument `nonmono` must be < {VALIDATION_LOG_CAPACITY} (the "
-                f"size of ASGD's validation log). Received: nonmono={self.nonmono}"
-            )
         if self.finetune:
             self.optimizer.clear_validation_history()
             self.optimizer.start_averaging()
