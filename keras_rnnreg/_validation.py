@@ -3,13 +3,18 @@
 import numbers
 
 
-def check_rate(name, value):
-    """A dropout-style probability: a real number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+def _require_number(name, value, allowed, kind=numbers.Real):
+    """TypeError unless `value` is a `kind` number (never a bool)."""
+    if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(
-            f"Argument `{name}` must be a float in [0, 1). "
+            f"Argument `{name}` must be {allowed}. "
             f"Received: {name}={value!r} of type {type(value).__name__}"
         )
+
+
+def check_rate(name, value):
+    """A dropout-style probability: a real number in [0, 1)."""
+    _require_number(name, value, "a float in [0, 1)")
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(
             f"Argument `{name}` must be in [0, 1): the fraction dropped, "
@@ -20,11 +25,7 @@ def check_rate(name, value):
 
 def check_non_negative(name, value):
     """A regularization coefficient: a real number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a float >= 0. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
+    _require_number(name, value, "a float >= 0")
     if not float(value) >= 0.0:  # also rejects NaN
         raise ValueError(
             f"Argument `{name}` must be >= 0. Received: {name}={value}"
@@ -32,12 +33,18 @@ def check_non_negative(name, value):
     return float(value)
 
 
-def check_seed(value):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+def check_bool(name, value):
+    if not isinstance(value, bool):
         raise TypeError(
-            f"Argument `seed` must be an int or None. "
-            f"Received: seed={value!r} of type {type(value).__name__}"
+            f"Argument `{name}` must be a bool. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
         )
+    return value
+
+
+def check_seed(value):
+    if value is not None:
+        _require_number("seed", value, "an int or None", kind=int)
     return value
 
 
@@ -62,11 +69,7 @@ def check_choice(name, value, choices):
 
 def check_real(name, value):
     """A finite real number (not a bool), returned as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a float. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
+    _require_number(name, value, "a float")
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"Argument `{name}` must be finite. Received: {name}={value}")
@@ -74,11 +77,7 @@ def check_real(name, value):
 
 
 def check_positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"Argument `{name}` must be an int >= {minimum}. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
+    _require_number(name, value, f"an int >= {minimum}", kind=int)
     if value < minimum:
         raise ValueError(
             f"Argument `{name}` must be an int >= {minimum}. Received: {name}={value}"
@@ -88,11 +87,7 @@ def check_positive_int(name, value, minimum=1):
 
 def check_probability(name, value):
     """A probability: a real number in [0, 1], both ends allowed."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"Argument `{name}` must be a float in [0, 1]. "
-            f"Received: {name}={value!r} of type {type(value).__name__}"
-        )
+    _require_number(name, value, "a float in [0, 1]")
     if not 0.0 <= float(value) <= 1.0:  # also rejects NaN
         raise ValueError(
             f"Argument `{name}` must be a probability in [0, 1]. "

@@ -31,20 +31,24 @@ def weights_of(layer):
     return kernel, recurrent_kernel, bias
 
 
-@pytest.fixture
-def spy_lstm(monkeypatch):
-    """Records the recurrent kernel handed to the backend's fused LSTM."""
+def spy_on_backend(monkeypatch, name):
+    """Records the recurrent kernel handed to the backend's fused `name`."""
     from keras.src import backend
 
     calls = []
-    fused = backend.lstm
+    fused = getattr(backend, name)
 
     def spy(*args, **kwargs):
         calls.append(to_numpy(kwargs["recurrent_kernel"]))
         return fused(*args, **kwargs)
 
-    monkeypatch.setattr(backend, "lstm", spy)
+    monkeypatch.setattr(backend, name, spy)
     return calls
+
+
+@pytest.fixture
+def spy_lstm(monkeypatch):
+    return spy_on_backend(monkeypatch, "lstm")
 
 
 @pytest.mark.parametrize("use_cudnn", ["auto", False])
@@ -198,16 +202,7 @@ def test_gru_output_equals_numpy_recurrence_with_dropped_kernel():
 
 
 def test_gru_fused_backend_receives_the_dropped_kernel(monkeypatch):
-    from keras.src import backend
-
-    seen = []
-    fused = backend.gru
-
-    def spy(*args, **kwargs):
-        seen.append(to_numpy(kwargs["recurrent_kernel"]))
-        return fused(*args, **kwargs)
-
-    monkeypatch.setattr(backend, "gru", spy)
+    seen = spy_on_backend(monkeypatch, "gru")
     layer = WeightDropGRU(6, weight_dropout=0.5, seed=9)
     layer.build(X.shape)
     _, dropped = run_and_recover_mask(layer, X)

@@ -15,6 +15,7 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 from keras.src.trainers.data_adapters.data_adapter import DataAdapter
 
 from keras_rnnreg._validation import (
+    check_bool,
     check_non_negative,
     check_positive_int,
     check_probability,
@@ -207,13 +208,7 @@ class BPTTSequence(DataAdapter):
     ):
         self._batch_size = check_positive_int("batch_size", batch_size)
         self.bptt = check_positive_int("bptt", bptt)
-        if not isinstance(variable_length, bool):
-            raise TypeError(
-                "Argument `variable_length` must be a bool. Received: "
-                f"variable_length={variable_length!r} of type "
-                f"{type(variable_length).__name__}"
-            )
-        self.variable_length = variable_length
+        self.variable_length = check_bool("variable_length", variable_length)
         self.p = check_probability("p", p)
         self.s = check_non_negative("s", check_real("s", s))
         if min_length is None:
@@ -234,12 +229,7 @@ class BPTTSequence(DataAdapter):
                 )
         self.max_length = max_length
         self.seed = check_seed(seed)
-        if not isinstance(token_weights, bool):
-            raise TypeError(
-                "Argument `token_weights` must be a bool. Received: "
-                f"token_weights={token_weights!r} of type {type(token_weights).__name__}"
-            )
-        self.token_weights = token_weights
+        self.token_weights = check_bool("token_weights", token_weights)
 
         array = _token_array(tokens)
         if array.size < 2 * self._batch_size:
@@ -529,17 +519,9 @@ class BPTTCallback(keras.callbacks.Callback):
                 "Argument `sequence` must be a BPTTSequence (the training data "
                 f"passed to fit). Received: sequence of type {type(sequence).__name__}"
             )
-        for name, value in (
-            ("scale_learning_rate", scale_learning_rate),
-            ("reset_states", reset_states),
-        ):
-            if not isinstance(value, bool):
-                raise TypeError(
-                    f"Argument `{name}` must be a bool. Received: {name}={value!r}"
-                )
         self.sequence = sequence
-        self.scale_learning_rate = scale_learning_rate
-        self.reset_states = reset_states
+        self.scale_learning_rate = check_bool("scale_learning_rate", scale_learning_rate)
+        self.reset_states = check_bool("reset_states", reset_states)
         self._base = self._current = None
 
     def on_train_begin(self, logs=None):

@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_rnnreg._validation import check_bool
+
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
 class TiedEmbedding(keras.layers.Embedding):
@@ -49,12 +51,7 @@ class TiedEmbedding(keras.layers.Embedding):
     """
 
     def __init__(self, input_dim, output_dim, use_output_bias=False, **kwargs):
-        if not isinstance(use_output_bias, bool):
-            raise TypeError(
-                "Argument `use_output_bias` must be a bool. "
-                f"Received: use_output_bias={use_output_bias!r}"
-            )
-        self.use_output_bias = use_output_bias
+        self.use_output_bias = check_bool("use_output_bias", use_output_bias)
         super().__init__(input_dim, output_dim, **kwargs)
         # The reverse call receives hidden states whose mask must flow on.
         self.supports_masking = True
