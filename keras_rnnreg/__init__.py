@@ -16,7 +16,8 @@ from keras_rnnreg.layers import (
     WeightDropLSTM,
 )
 
-from keras_rnnreg.callbacks import NTASGD
+from keras_rnnreg.callbacks import NTASGD, BPTTCallback
+from keras_rnnreg.data import BPTTSequence
 from keras_rnnreg.optimizers import ASGD, GradientNoise
 
 __version__ = "0.1.0.dev0"

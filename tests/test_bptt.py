@@ -6,8 +6,8 @@ import pytest
 
 from conftest import to_numpy
 from keras_rnnreg.layers import WeightDropLSTM
+from keras_rnnreg.callbacks import BPTTCallback
 from keras_rnnreg.data import (
-    BPTTCallback,
     BPTTSequence,
     batchify,
     load_ptb,

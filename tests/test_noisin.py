@@ -329,7 +329,9 @@ def test_convenience_layers_at_inference(layer_class, cell_class, fused_class):
     copy_weights(noisy, loop, fused)  # same weights, same order
     inference = np_(noisy(X))
     np.testing.assert_array_equal(inference, np_(loop(X)))
-    np.testing.assert_allclose(inference, np_(fused(X)), rtol=1e-5, atol=1e-6)
+    # A fused kernel (cuDNN on GPUs) sums in another order than the cell loop:
+    # float32 rounding, a few ulps of outputs of order 1 after 10 steps.
+    np.testing.assert_allclose(inference, np_(fused(X)), rtol=1e-5, atol=1e-5)
     assert not np.allclose(np_(noisy(X, training=True)), inference)
 
 

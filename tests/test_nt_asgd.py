@@ -7,7 +7,7 @@ import pytest
 
 from conftest import to_numpy
 from keras_rnnreg.callbacks import NTASGD
-from keras_rnnreg.callbacks.nt_asgd import sync_backend_state
+from keras_rnnreg._stateful import sync_backend_state
 from keras_rnnreg.optimizers import ASGD, GradientNoise
 
 RNG = np.random.default_rng(0)

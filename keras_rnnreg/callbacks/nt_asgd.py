@@ -3,6 +3,7 @@ import warnings
 
 import keras
 
+from keras_rnnreg._stateful import sync_backend_state
 from keras_rnnreg._validation import check_positive_int
 from keras_rnnreg.optimizers.averaging import ASGD, VALIDATION_LOG_CAPACITY
 
@@ -196,10 +197,7 @@ class NTASGD(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.optimizer.averaging:
             sync_backend_state(self.model)
-            for variable, average in zip(
-                self.optimizer._trainable_variables, self.optimizer.averages
-            ):
-                variable.assign(keras.ops.copy(average))
+            self.optimizer.assign_average_to_variables()
 
     # -- helpers ------------------------------------------------------------
     def _read(self, logs, key):
@@ -226,13 +224,3 @@ class NTASGD(keras.callbacks.Callback):
             "verbose": self.verbose,
         }
 
-
-def sync_backend_state(model):
-    """On JAX, write the train loop's state back into the variables.
-
-    The JAX trainer keeps the variables' values outside the model during an
-    epoch; a callback that reads or assigns them mid-epoch must sync first.
-    Elsewhere this does nothing.
-    """
-    if hasattr(model, "jax_state_sync"):
-        model.jax_state_sync()

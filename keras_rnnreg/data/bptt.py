@@ -1,19 +1,10 @@
 """Truncated BPTT over one token stream, with AWD-LSTM's variable lengths."""
 
 import math
-import warnings
 
-import keras
 import numpy as np
 
-# `DataAdapter` is Keras's own extension point: `fit`/`evaluate` use an
-# instance of it as is (`keras.src.trainers.data_adapters.get_data_adapter`).
-# It is not exported under `keras.*`, but it has been there since Keras 3.0;
-# why this module needs it rather than `keras.utils.PyDataset` is explained in
-# `BPTTSequence`'s docstring.
-from keras.src.trainers.data_adapters import data_adapter_utils
-from keras.src.trainers.data_adapters.data_adapter import DataAdapter
-
+from keras_rnnreg._keras_compat import DataAdapter, torch_dataloader
 from keras_rnnreg._validation import (
     check_bool,
     check_non_negative,
@@ -313,7 +304,6 @@ class BPTTSequence(DataAdapter):
         # One object swapped at once: a batch generator that is still running
         # (tf.data prefetches) keeps reading the epoch it started with.
         self._bounds = bounds
-        self._scales = tuple(float(x) for x in np.diff(bounds) / self.bptt)
 
     @property
     def num_batches(self):
@@ -375,7 +365,7 @@ class BPTTSequence(DataAdapter):
         return self._batches()  # NumPy arrays are what JAX's trainer prefers
 
     def get_torch_dataloader(self):
-        return data_adapter_utils.get_torch_dataloader(self._batches())
+        return torch_dataloader(self._batches())
 
     def get_tf_dataset(self):
         import tensorflow as tf
@@ -402,191 +392,3 @@ class BPTTSequence(DataAdapter):
     @property
     def partial_batch_size(self):
         return None
-
-
-def _stateful_layers(model):
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if getattr(layer, "stateful", False) and hasattr(layer, "reset_state")
-    ]
-
-
-def reset_rnn_states(model):
-    """Zeroes the state of every stateful recurrent layer inside `model`.
-
-    Keras 3 has no `Model.reset_states()`; stateful RNN layers (and
-    `Bidirectional`) each have `reset_state()`. Nested layers are found too.
-    """
-    for layer in _stateful_layers(model):
-        layer.reset_state()
-
-
-def _warn_if_states_are_not_carried(model):
-    """JAX's trainer carries only `model.non_trainable_variables` from one
-    compiled step to the next, and Keras (3.15) keeps stateful RNN states out
-    of them, so under `fit`/`evaluate` every batch starts from the state the
-    step was compiled with. Eager calls (`model(x)`) do carry."""
-    if keras.backend.backend() != "jax":
-        return
-    carried = {id(v) for v in model.non_trainable_variables}
-    stranded = [
-        layer.name
-        for layer in _stateful_layers(model)
-        if any(id(v) not in carried for v in keras.tree.flatten(layer.states or []))
-    ]
-    if stranded:
-        warnings.warn(
-            "On the JAX backend Keras does not carry the state of stateful RNN "
-            f"layers ({', '.join(stranded)}) from one fit/evaluate batch to the "
-            "next: their state variables are not among the model's "
-            "non_trainable_variables, which is all JAX's compiled train and "
-            "test steps pass on. Every batch starts from the state held when "
-            "the step was compiled (zero, after BPTTCallback's reset): "
-            "stateless truncated BPTT. keras_rnnreg's WeightDropLSTM and "
-            "WeightDropGRU (weight_dropout=0.0 for a plain LSTM/GRU) carry it "
-            "on every backend.",
-            stacklevel=3,
-        )
-
-
-def _learning_rate(optimizer):
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-
-
-class BPTTCallback(keras.callbacks.Callback):
-    """Per-batch learning-rate scaling and state resets for `BPTTSequence`.
-
-    Learning rate (AWD-LSTM, Merity et al. 2017, section 4.1). With the loss
-    averaged over the tokens of a batch, a fixed learning rate gives every
-    token of a short batch more weight than a token of a long one. The rate of
-    batch `i` is therefore scaled by its length,
-
-        lr_i = lr * L_i / bptt,
-
-    so each token's step weight is `lr / (batch_size * bptt)` whatever the
-    length (AWD-LSTM's linear rule, after Goyal et al. 2017). The step is
-    scaled, not the loss: Keras clips gradients (`clipnorm`,
-    `global_clipnorm`, `clipvalue`) before the learning rate multiplies them,
-    so clipping sees the unscaled gradient, as in the reference, and
-    `step = lr_i * clip(g)` for SGD. For an epoch's last batch, cut short at
-    the end of the stream, the scale uses its actual length (the reference
-    uses the drawn one), keeping every token's weight the same.
-
-    The rate is written into `optimizer.learning_rate` (an assignment to the
-    optimizer's variable, so compiled train steps are not retraced; wrappers
-    such as `LossScaleOptimizer` forward it to the inner optimizer) before
-    each batch whose scale differs from the previous one, and restored after
-    the last batch of each epoch, so callbacks that act between epochs (LR
-    schedules, `ReduceLROnPlateau`, NT-ASGD) see and set the unscaled rate,
-    which is re-read at each epoch start. The rate cannot be scaled if it is a
-    `LearningRateSchedule`. One Python float product and at most one variable
-    assignment per batch; on JAX the assignment makes Keras write its
-    functional training state back to the variables first (what every
-    callback that touches `self.model` mid-epoch costs).
-
-    States. Keras does not reset stateful RNNs between epochs. This callback
-    resets them (`reset_rnn_states`) at every epoch start, so each epoch reads
-    the stream from a zero state, and before every evaluation or prediction
-    it is passed to (including `fit`'s validation), whose batches then carry
-    state among themselves. Stateful layers need the batch size of their
-    `Input`, so a validation sequence must have the training batch size.
-    On the JAX backend Keras (3.15)'s own stateful RNNs do not carry their
-    states across `fit`/`evaluate` batches (the states are not part of the
-    functional state its compiled steps pass on); the callback warns when it
-    sees such a layer. `WeightDropLSTM`/`WeightDropGRU` carry them everywhere.
-
-    Requirements: `steps_per_execution=1` (one learning rate per train step)
-    and no `steps_per_epoch` in `fit` (batch `i` of the epoch must be batch
-    `i` of the sequence).
-
-    Args:
-        sequence: The training `BPTTSequence` passed to `fit`.
-        scale_learning_rate: Bool, scale the rate per batch (default True).
-        reset_states: Bool, reset stateful RNN states (default True).
-
-    Example:
-
-    >>> train = BPTTSequence(train_ids, batch_size=40, bptt=70)
-    >>> model.compile(keras.optimizers.SGD(30.0, global_clipnorm=0.25), loss)
-    >>> model.fit(train, epochs=10, callbacks=[BPTTCallback(train)])
-    """
-
-    def __init__(self, sequence, scale_learning_rate=True, reset_states=True):
-        super().__init__()
-        if not isinstance(sequence, BPTTSequence):
-            raise TypeError(
-                "Argument `sequence` must be a BPTTSequence (the training data "
-                f"passed to fit). Received: sequence of type {type(sequence).__name__}"
-            )
-        self.sequence = sequence
-        self.scale_learning_rate = check_bool("scale_learning_rate", scale_learning_rate)
-        self.reset_states = check_bool("reset_states", reset_states)
-        self._base = self._current = None
-
-    def on_train_begin(self, logs=None):
-        model = self.model
-        if getattr(model, "steps_per_execution", 1) != 1:
-            raise ValueError(
-                "BPTTCallback sets one learning rate per train step, so the "
-                "model must be compiled with steps_per_execution=1. Received: "
-                f"steps_per_execution={model.steps_per_execution}"
-            )
-        if self.reset_states:
-            _warn_if_states_are_not_carried(model)
-        steps = (self.params or {}).get("steps")
-        if steps is not None and steps != self.sequence.num_batches:
-            raise ValueError(
-                f"BPTTCallback needs each epoch to be one pass over its sequence "
-                f"({self.sequence.num_batches} batches), but fit runs {steps} "
-                "steps per epoch. Do not pass `steps_per_epoch`, and train on "
-                "the sequence given to the callback."
-            )
-        if self.scale_learning_rate:
-            optimizer = model.optimizer
-            base = _learning_rate(optimizer)
-            try:
-                optimizer.learning_rate = base
-            except (TypeError, AttributeError) as error:
-                raise TypeError(
-                    "BPTTCallback scales the optimizer's learning rate per "
-                    "batch, so it must be a settable float, not a "
-                    f"LearningRateSchedule or callable. ({error})"
-                ) from error
-            self._base = self._current = base
-
-    def on_epoch_begin(self, epoch, logs=None):
-        model = self.model
-        if self.reset_states:
-            reset_rnn_states(model)
-        if self.scale_learning_rate:
-            self._base = self._current = _learning_rate(model.optimizer)
-            self._scales = self.sequence._scales
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.scale_learning_rate:
-            self._set(self._base * self._scales[batch])
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.scale_learning_rate and batch == self.sequence.num_batches - 1:
-            self._set(self._base)
-
-    def on_train_end(self, logs=None):
-        if self.scale_learning_rate and self._base is not None:
-            self._set(self._base)
-
-    def on_test_begin(self, logs=None):
-        if self.reset_states:
-            _warn_if_states_are_not_carried(self.model)
-            reset_rnn_states(self.model)
-
-    def on_predict_begin(self, logs=None):
-        if self.reset_states:
-            reset_rnn_states(self.model)
-
-    def _set(self, learning_rate):
-        # Fixed-length epochs change the rate only around the last batch, and
-        # on JAX every write costs a state sync, so skip writes of the same value.
-        if learning_rate != self._current:
-            self.model.optimizer.learning_rate = learning_rate
-            self._current = learning_rate

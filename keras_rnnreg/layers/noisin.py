@@ -34,11 +34,9 @@ import inspect
 import keras
 from keras import ops
 from keras import tree
-from keras.src import backend as keras_backend
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
-
+from keras_rnnreg._keras_compat import DropoutRNNCell, backend_rnn
+from keras_rnnreg._stateful import CarriedStates
 from keras_rnnreg._validation import check_seed
-from keras_rnnreg.layers._stateful import CarriedStates
 from keras_rnnreg.noise import SHAPE_PARAMETERS, _check_noise, sample_noise
 
 # Seeds the noise generator apart from the wrapped cell's dropout generator:
@@ -397,7 +395,7 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
             return output, new_states
 
         # A flat tuple: the backends' unrolled loops slice one level of nesting.
-        return keras_backend.rnn(
+        return backend_rnn(
             step,
             (sequences, *noises),
             initial_state,

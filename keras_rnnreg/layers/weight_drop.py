@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_rnnreg._validation import check_rate, check_seed
-from keras_rnnreg.layers._stateful import CarriedStates
+from keras_rnnreg._stateful import CarriedStates
 
 # Seeds the weight mask's generator apart from the cell's input-dropout
 # generator: two keras SeedGenerators with one seed yield the same random

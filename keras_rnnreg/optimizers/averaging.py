@@ -2,6 +2,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_rnnreg._keras_compat import optimizer_trainable_variables, optimizer_variable_index
+
 # Room for NT-ASGD's validation log (see `record_validation`).
 VALIDATION_LOG_CAPACITY = 256
 
@@ -87,7 +89,7 @@ class ASGD(keras.optimizers.SGD):
     def start_averaging(self):
         """Triggers averaging at the current iteration T: w̄ = w_T."""
         self._require_built("start_averaging")
-        for variable, average in zip(self._trainable_variables, self._averages):
+        for variable, average in zip(optimizer_trainable_variables(self), self._averages):
             # A copy: on JAX two variables sharing one buffer break the train
             # step's buffer donation.
             average.assign(ops.copy(variable))
@@ -127,14 +129,14 @@ class ASGD(keras.optimizers.SGD):
     def swap_average_weights(self):
         """Exchanges model weights and averages (its own inverse)."""
         self._require_built("swap_average_weights")
-        for variable, average in zip(self._trainable_variables, self._averages):
+        for variable, average in zip(optimizer_trainable_variables(self), self._averages):
             value = ops.convert_to_tensor(variable)
             variable.assign(average)
             average.assign(value)
 
     def update_step(self, gradient, variable, learning_rate):
         super().update_step(gradient, variable, learning_rate)
-        average = self._averages[self._get_variable_index(variable)]
+        average = self._averages[optimizer_variable_index(self, variable)]
         start = ops.cast(self.averaging_start, "float32")
         # During this step `iterations` = k - 1, so the new count is k - T + 1.
         count = ops.cast(self.iterations, "float32") - start + 2.0
@@ -142,6 +144,12 @@ class ASGD(keras.optimizers.SGD):
         self.assign_add(
             average, ops.multiply(ops.subtract(variable, average), ops.cast(weight, average.dtype))
         )
+
+    def assign_average_to_variables(self):
+        """Sets the model's variables to w̄ (the model NT-ASGD returns)."""
+        self._require_built("assign_average_to_variables")
+        for variable, average in zip(optimizer_trainable_variables(self), self._averages):
+            variable.assign(ops.copy(average))
 
     def _require_built(self, method):
         if not self.built:

@@ -3,6 +3,7 @@ import random
 import keras
 from keras import ops
 
+from keras_rnnreg._keras_compat import clip_gradients, own_optimizer_variables, random_seed_dtype
 from keras_rnnreg._validation import check_non_negative, check_seed
 
 _CLIP_ARGUMENTS = ("clipnorm", "global_clipnorm", "clipvalue")
@@ -19,11 +20,7 @@ class _CounterSeed(keras.random.SeedGenerator):
     """
 
     def __init__(self, base, step):  # no super().__init__: there is no state
-        # The seed dtype differs per backend (uint32, int64, int32) and has no
-        # public accessor; this is the one function Keras's own generators use.
-        from keras.src.backend import random_seed_dtype
-
-        dtype = random_seed_dtype()
+        dtype = random_seed_dtype()  # uint32, int64 or int32, per backend
         self._seed = ops.stack([ops.cast(base, dtype), ops.cast(step, dtype)])
 
     def next(self, ordered=True):
@@ -160,7 +157,7 @@ class GradientNoise(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return own_optimizer_variables(self) + self.inner_optimizer.variables
 
     @property
     def learning_rate(self):
@@ -210,7 +207,7 @@ class GradientNoise(keras.optimizers.Optimizer):
         grads = list(grads)
         if self.loss_scale_factor is not None:
             grads = [g if g is None else g / self.loss_scale_factor for g in grads]
-        grads = self.add_noise(self._clip_gradients(grads))
+        grads = self.add_noise(clip_gradients(self, grads))
         self.inner_optimizer.apply(grads, trainable_variables)
 
     def finalize_variable_values(self, var_list):
