@@ -62,6 +62,16 @@ def backend_rnn(step_function, inputs, initial_states, **kwargs):
     return backend.rnn(step_function, inputs, initial_states, **kwargs)
 
 
+def backend_lstm(*args, **kwargs):
+    """`keras.src.backend.lstm`: the backend's fused LSTM (cuDNN), which
+    raises NotImplementedError where it does not apply. WeightDropLSTM calls
+    it in float32 under a 16-bit policy on JAX GPUs, as LSTM.inner_loop does
+    in the compute dtype."""
+    from keras.src import backend
+
+    return backend.lstm(*args, **kwargs)
+
+
 def torch_dataloader(iterable):
     """Keras's wrapper that turns a batch iterator into a torch DataLoader,
     which the torch trainer expects from a DataAdapter."""
@@ -223,6 +233,14 @@ INTERNALS = {
     "keras.src.layers.rnn.dropout_rnn_cell.DropoutRNNCell": (
         "NoisinCell must be one for RNN to prepare the wrapped cell's dropout masks",
         _probe_import("keras.src.layers.rnn.dropout_rnn_cell", "DropoutRNNCell"),
+    ),
+    "keras.src.backend.lstm": (
+        "WeightDropLSTM's float32 call of the fused LSTM (mixed precision, JAX GPUs)",
+        _probe_import("keras.src.backend", "lstm", ["inputs", "initial_state_h",
+                                                    "initial_state_c", "mask", "kernel",
+                                                    "recurrent_kernel", "bias", "activation",
+                                                    "recurrent_activation", "return_sequences",
+                                                    "go_backwards", "unroll"]),
     ),
     "keras.src.trainers.data_adapters.data_adapter.DataAdapter": (
         "BPTTSequence feeds fit/evaluate with an open time axis, in order",

@@ -261,3 +261,84 @@ def test_stateful_state_carries_across_fit_batches(cls):
     for fit_state, reference in zip(carried, layer.states):
         np.testing.assert_allclose(fit_state, to_numpy(reference), atol=1e-5)
     assert np.abs(carried[0]).max() > 0
+
+
+BACKEND = keras.backend.backend()
+
+
+def spy_on_dtypes(monkeypatch, name):
+    """Records the dtypes reaching the backend's fused `name`, then declines
+    (NotImplementedError), so Keras falls back to its cell loop."""
+    from keras.src import backend
+
+    calls = []
+
+    def spy(inputs, *states_and_mask, **kwargs):
+        states = states_and_mask[:-1]  # (h, c) or (h,), then the mask
+        dtypes = [inputs.dtype, *(s.dtype for s in states)]
+        dtypes += [kwargs[k].dtype for k in ("kernel", "recurrent_kernel", "bias")]
+        calls.append({keras.backend.standardize_dtype(d) for d in dtypes})
+        raise NotImplementedError
+
+    monkeypatch.setattr(backend, name, spy)
+    return calls
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM; runs in the jax pass")
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("on_gpu", [True, False], ids=["gpu", "cpu"])
+def test_jax_fused_lstm_runs_in_float32_under_mixed_precision_on_gpus(
+    monkeypatch, policy, on_gpu
+):
+    """JAX's cuDNN LSTM fails to lower 16-bit types: on a GPU the fused call
+    gets float32 inputs, states and weights and the output is cast back."""
+    from keras_rnnreg.layers import weight_drop
+
+    monkeypatch.setattr(weight_drop, "_jax_on_gpu", lambda: on_gpu)
+    keras.mixed_precision.set_global_policy(policy)
+    compute = keras.mixed_precision.Policy(policy).compute_dtype
+    calls = spy_on_dtypes(monkeypatch, "lstm")
+    layer = WeightDropLSTM(7, weight_dropout=0.5, seed=1, return_sequences=True)
+    for training in (False, True):
+        out = layer(X, training=training)
+        assert keras.backend.standardize_dtype(out.dtype) == compute
+    # On a GPU the float32 call comes first; the spy declines it, as a
+    # backend may, and the usual path then runs in the compute dtype.
+    assert calls == ([{"float32"}, {compute}] if on_gpu else [{compute}]) * 2
+    # that fallback still computes the LSTM
+    reference = WeightDropLSTM(7, weight_dropout=0.0, return_sequences=True, dtype="float32")
+    reference.build(X.shape)
+    reference.set_weights([to_numpy(w) for w in layer.weights])
+    np.testing.assert_allclose(
+        to_numpy(layer(X)).astype("float32"), to_numpy(reference(X)), atol=0.05
+    )
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM; runs in the jax pass")
+def test_jax_mixed_precision_train_step_with_the_float32_fused_path(monkeypatch):
+    from keras_rnnreg.layers import weight_drop
+
+    monkeypatch.setattr(weight_drop, "_jax_on_gpu", lambda: True)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    calls = spy_on_dtypes(monkeypatch, "lstm")
+    model = keras.Sequential([
+        keras.Input((9, 5)),
+        WeightDropLSTM(7, weight_dropout=0.5, seed=1, return_sequences=True),
+        keras.layers.Dense(3),
+    ])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(X, np.zeros((6, 9), "int32"), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert calls and calls[0::2] == [{"float32"}] * (len(calls) // 2)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_fused_gru_gets_the_compute_dtype(monkeypatch, policy):
+    """Only JAX's cuDNN LSTM needs float32; its GRU is a scan in any dtype."""
+    keras.mixed_precision.set_global_policy(policy)
+    compute = keras.mixed_precision.Policy(policy).compute_dtype
+    calls = spy_on_dtypes(monkeypatch, "gru")
+    layer = WeightDropGRU(7, weight_dropout=0.5, seed=1, return_sequences=True)
+    out = layer(X, training=True)
+    assert keras.backend.standardize_dtype(out.dtype) == compute
+    assert calls == [{compute}]

@@ -3,6 +3,7 @@ import contextlib
 import keras
 from keras import ops
 
+from keras_rnnreg._keras_compat import autocast_scope, backend_lstm
 from keras_rnnreg._validation import check_rate, check_seed
 from keras_rnnreg._stateful import CarriedStates
 
@@ -10,6 +11,44 @@ from keras_rnnreg._stateful import CarriedStates
 # generator: two keras SeedGenerators with one seed yield the same random
 # stream, which would correlate the two masks.
 _WEIGHT_SEED_OFFSET = 0x5EED
+
+
+_HALF_FLOATS = ("float16", "bfloat16")
+
+
+def _jax_on_gpu():
+    import jax
+
+    return jax.default_backend() == "gpu"
+
+
+def _fused_lstm_needs_float32(layer, mask):
+    """Whether this call must hand the fused LSTM float32 tensors.
+
+    JAX's cuDNN LSTM (`jax.experimental.rnn`, which Keras 3.14+ calls on
+    GPUs) accepts only float32: under `mixed_float16`/`mixed_bfloat16` its
+    lowering raises "Unknown output type" when the train step is compiled,
+    outside the `NotImplementedError` that would make Keras fall back to the
+    cell loop (Keras's own LSTM fails the same way). Calling the fused kernel
+    in float32 keeps cuDNN; the alternative, the per-step loop in 16 bits,
+    runs at about half the fused speed on an H100 even in float32
+    (docs/gpu.md). Elsewhere (TF, torch, CPUs), and where Keras's JAX
+    backend would not try cuDNN anyway (a mask, unrolling, other
+    activations), the compute dtype passes as is.
+    """
+    cell = layer.cell
+    return (
+        keras.backend.backend() == "jax"
+        and isinstance(layer, keras.layers.LSTM)
+        and keras.backend.standardize_dtype(layer.compute_dtype) in _HALF_FLOATS
+        and layer._use_cudnn in ("auto", True)
+        and mask is None
+        and not (layer.recurrent_dropout or layer.unroll)
+        and cell.use_bias
+        and cell.activation in (keras.activations.tanh, ops.tanh)
+        and cell.recurrent_activation in (keras.activations.sigmoid, ops.sigmoid)
+        and _jax_on_gpu()
+    )
 
 
 class _RecurrentKernelDropConnect:
@@ -50,9 +89,10 @@ class _RecurrentKernelDropConnect:
     def use_cudnn(self, value):
         self._use_cudnn = value
 
-    def dropped_recurrent_kernel(self):
-        """U' = U ⊙ M / (1 - p), a fresh mask M at each call."""
-        kernel = ops.cast(self.cell.recurrent_kernel, self.cell.compute_dtype)
+    def dropped_recurrent_kernel(self, dtype=None):
+        """U' = U ⊙ M / (1 - p), a fresh mask M at each call, in `dtype`
+        (default: the cell's compute dtype)."""
+        kernel = ops.cast(self.cell.recurrent_kernel, dtype or self.cell.compute_dtype)
         return keras.random.dropout(
             kernel, self.weight_dropout, seed=self.weight_dropout_seed_generator
         )
@@ -71,6 +111,12 @@ class _RecurrentKernelDropConnect:
     def inner_loop(self, sequences, initial_state, mask, training=False):
         self._inside_inner_loop = True
         try:
+            if keras.tree.is_nested(mask):
+                mask = mask[0]
+            if _fused_lstm_needs_float32(self, mask):
+                outputs = self._float32_fused_lstm(sequences, initial_state, training)
+                if outputs is not None:
+                    return outputs
             if not training or self.weight_dropout == 0:
                 return super().inner_loop(
                     sequences, initial_state, mask=mask, training=training
@@ -81,6 +127,41 @@ class _RecurrentKernelDropConnect:
                 )
         finally:
             self._inside_inner_loop = False
+
+    def _float32_fused_lstm(self, sequences, initial_state, training):
+        """The backend's fused LSTM on float32 tensors, cast back to the
+        compute dtype; None where the backend declines (then the usual path
+        runs, in the compute dtype). As `keras.layers.LSTM.inner_loop` calls
+        it, with one input-dropout mask for all steps."""
+        cell = self.cell
+        # Inside the scope the float32 weights read unrounded.
+        with autocast_scope("float32"):
+            sequences = ops.cast(sequences, "float32")
+            if training and cell.dropout:
+                step_mask = ops.cast(cell.get_dropout_mask(sequences[:, 0, :]), "float32")
+                sequences = sequences * ops.expand_dims(step_mask, axis=1)
+            if training and self.weight_dropout > 0:
+                recurrent_kernel = self.dropped_recurrent_kernel("float32")
+            else:
+                recurrent_kernel = ops.cast(cell.recurrent_kernel, "float32")
+            try:
+                outputs = backend_lstm(
+                    sequences,
+                    ops.cast(initial_state[0], "float32"),
+                    ops.cast(initial_state[1], "float32"),
+                    None,
+                    kernel=ops.cast(cell.kernel, "float32"),
+                    recurrent_kernel=recurrent_kernel,
+                    bias=ops.cast(cell.bias, "float32"),
+                    activation=cell.activation,
+                    recurrent_activation=cell.recurrent_activation,
+                    return_sequences=self.return_sequences,
+                    go_backwards=self.go_backwards,
+                    unroll=self.unroll,
+                )
+            except NotImplementedError:
+                return None
+        return keras.tree.map_structure(lambda x: ops.cast(x, self.compute_dtype), outputs)
 
     def get_config(self):
         return {**super().get_config(), "weight_dropout": self.weight_dropout}
