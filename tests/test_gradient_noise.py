@@ -51,7 +51,8 @@ def test_noise_is_added_after_clipping_not_clipped(where):
     update = one_step_update(model, dense)
     # the noise's size (std 1 per entry), not the clip norm's (1e-3 overall)
     assert np.linalg.norm(update) > 0.9 * np.sqrt(update.size)
-    assert optimizer.inner_optimizer.global_clipnorm is None
+    # the wrapped optimizer is left as the user made it
+    assert optimizer.inner_optimizer.global_clipnorm == (1e-3 if where == "inner" else None)
     assert optimizer.global_clipnorm == 1e-3
 
 
@@ -152,3 +153,24 @@ def test_bad_optimizers_are_rejected():
         GradientNoise(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0)))
     with pytest.raises(ValueError, match="not both"):
         GradientNoise(keras.optimizers.SGD(1.0, clipnorm=1.0), clipvalue=1.0)
+
+
+@pytest.mark.parametrize("where", ["inner", "wrapper"])
+def test_round_trip_keeps_clipping_where_it_was_set(where, tmp_path):
+    clip = {"global_clipnorm": 0.5}
+    inner = keras.optimizers.SGD(1.0, **(clip if where == "inner" else {}))
+    optimizer = GradientNoise(inner, eta=0.1, seed=3, **(clip if where == "wrapper" else {}))
+    clone = GradientNoise.from_config(optimizer.get_config())
+    assert clone.global_clipnorm == 0.5
+    assert clone.inner_optimizer.global_clipnorm == inner.global_clipnorm
+
+
+def test_wrapping_one_optimizer_twice_gives_the_same_updates():
+    """The given optimizer is not changed by wrapping it, so a second wrapper
+    (a tuner trial, a rebuilt model) sees the same clipping as the first."""
+    inner = keras.optimizers.SGD(1.0, clipnorm=0.05)
+    first = clipped_regression(GradientNoise(inner, eta=0.0))
+    assert inner.clipnorm == 0.05 and inner.loss_scale_factor is None
+    second = clipped_regression(GradientNoise(keras.optimizers.SGD(1.0, clipnorm=0.05), eta=0.0))
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

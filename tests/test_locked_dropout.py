@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_rnnreg.layers import LockedDropout
+from keras_rnnreg.layers import ARTARRegularizer, LockedDropout
 
 
 def test_mask_is_constant_along_time_and_differs_across_examples():
@@ -81,3 +81,14 @@ def test_config_round_trip():
     clone = LockedDropout.from_config(layer.get_config())
     assert (clone.rate, clone.seed, clone.name) == (0.25, 9, "locked")
     assert clone.noise_shape == (None, 1, None)
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: LockedDropout(0.5)(x),
+    lambda x: ARTARRegularizer(alpha=1.0)(x),
+    lambda x: ARTARRegularizer(alpha=1.0)([x, x]),
+], ids=["LockedDropout", "ARTAR(h)", "ARTAR(h, dropped_h)"])
+def test_a_2d_input_is_rejected_when_the_model_is_built(make):
+    """Not at the first fit: a sequence layer given (batch, features)."""
+    with pytest.raises(ValueError, match=r"expects a 3D input .*\(None, 8\) \(2D\)"):
+        make(keras.Input((8,)))

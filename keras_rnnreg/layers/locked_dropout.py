@@ -47,6 +47,11 @@ class LockedDropout(keras.layers.Dropout):
             **kwargs,
         )
 
+    def build(self, input_shape):
+        # Checked here, when a model is put together, not at its first fit.
+        check_rank(type(self).__name__, "inputs", input_shape, 3)
+        super().build(input_shape)
+
     def call(self, inputs, training=False):
         check_rank(type(self).__name__, "inputs", inputs.shape, 3)
         return super().call(inputs, training=training)

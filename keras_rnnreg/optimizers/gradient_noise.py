@@ -1,3 +1,4 @@
+import contextlib
 import random
 
 import keras
@@ -7,6 +8,21 @@ from keras_rnnreg._keras_compat import clip_gradients, own_optimizer_variables, 
 from keras_rnnreg._validation import check_non_negative, check_seed
 
 _CLIP_ARGUMENTS = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+@contextlib.contextmanager
+def _clipping_and_scaling_off(optimizer):
+    """The wrapped optimizer would clip (and unscale) after the noise; the
+    wrapper does both before it, so they are off while it applies the update
+    and restored after: the optimizer the user passed is left as it was."""
+    saved = {key: getattr(optimizer, key) for key in (*_CLIP_ARGUMENTS, "loss_scale_factor")}
+    for key in saved:
+        setattr(optimizer, key, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(optimizer, key, value)
 
 
 class _CounterSeed(keras.random.SeedGenerator):
@@ -71,7 +87,9 @@ class GradientNoise(keras.optimizers.Optimizer):
 
     Args:
         optimizer: A `keras.optimizers.Optimizer` instance (SGD, Adam, AdamW,
-            RMSprop, `ASGD`, ...). Its clipping arguments move to the wrapper.
+            RMSprop, `ASGD`, ...). It is not modified: clipping (and
+            `loss_scale_factor`) set on it are applied by the wrapper, before
+            the noise, instead of by it after.
         eta: Float >= 0, η, the noise variance at t = 0.
         gamma: Float >= 0, γ, the annealing exponent.
         seed: Optional int, base seed of the noise.
@@ -133,18 +151,17 @@ class GradientNoise(keras.optimizers.Optimizer):
                 f"the noise. Received: GradientNoise({own}) wrapping "
                 f"{type(optimizer).__name__}({inner})"
             )
-        clipping = own if any(own.values()) else inner
+        # Clipping and unscaling set on the wrapped optimizer are done by the
+        # wrapper, before the noise (see `_clipping_and_scaling_off`).
+        own_clipping, own_loss_scale_factor = any(own.values()), loss_scale_factor
         if loss_scale_factor is None:
             loss_scale_factor = optimizer.loss_scale_factor
-        # The wrapped optimizer would clip (and unscale) after the noise:
-        # those steps move here, before it.
-        for key in _CLIP_ARGUMENTS:
-            setattr(optimizer, key, None)
-        optimizer.loss_scale_factor = None
         super().__init__(
             learning_rate=0.0, name=name, loss_scale_factor=loss_scale_factor,
-            **clipping,
+            **(own if own_clipping else inner),
         )
+        self._own_clipping = own_clipping
+        self._own_loss_scale_factor = own_loss_scale_factor
         self.inner_optimizer = optimizer
         self.eta = check_non_negative("eta", eta)
         self.gamma = check_non_negative("gamma", gamma)
@@ -208,7 +225,8 @@ class GradientNoise(keras.optimizers.Optimizer):
         if self.loss_scale_factor is not None:
             grads = [g if g is None else g / self.loss_scale_factor for g in grads]
         grads = self.add_noise(clip_gradients(self, grads))
-        self.inner_optimizer.apply(grads, trainable_variables)
+        with _clipping_and_scaling_off(self.inner_optimizer):
+            self.inner_optimizer.apply(grads, trainable_variables)
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)
@@ -222,10 +240,12 @@ class GradientNoise(keras.optimizers.Optimizer):
             "eta": self.eta,
             "gamma": self.gamma,
             "seed": self._base_seed,
-            "clipnorm": self.clipnorm,
-            "global_clipnorm": self.global_clipnorm,
-            "clipvalue": self.clipvalue,
-            "loss_scale_factor": self.loss_scale_factor,
+            # Only what was set on the wrapper: the wrapped optimizer's
+            # config keeps its own, as the user set them.
+            "clipnorm": self.clipnorm if self._own_clipping else None,
+            "global_clipnorm": self.global_clipnorm if self._own_clipping else None,
+            "clipvalue": self.clipvalue if self._own_clipping else None,
+            "loss_scale_factor": self._own_loss_scale_factor,
         }
 
     @classmethod
