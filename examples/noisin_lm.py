@@ -7,9 +7,10 @@ for the large one). This script trains two 2-layer language models on the
 same data with the same seed, schedule and dropout, one with plain LSTMs and
 one with `NoisinLSTM`, and prints both validation perplexities.
 
-Data: the Penn Treebank files ptb.train.txt / ptb.valid.txt (Mikolov's
-split) from `--data-dir` (default: ../shared/data/ptb beside the checkout).
-Without them it falls back to a synthetic corpus, so that it always runs.
+Data: the Penn Treebank files ptb.train.txt / ptb.valid.txt / ptb.test.txt
+(Mikolov's split) from `--data-dir` (default: ../shared/data/ptb beside the
+checkout), read with `keras_rnnreg.data.load_ptb`. Without them it falls back
+to a synthetic corpus, so that it always runs.
 
 The defaults are a small, quick run (a slice of PTB, 200 units, a few
 epochs: a few minutes on a 2-core CPU) that shows the mechanics, not the
@@ -18,41 +19,31 @@ paper's numbers; for those use the medium setting, e.g.
     KERAS_BACKEND=jax python examples/noisin_lm.py --train-tokens 0 \\
         --valid-tokens 0 --units 650 --epochs 39 --noise-level 0.8
 
-Segments of `--bptt` words are trained statelessly (each starts from a zero
-state) with SGD and gradient clipping, dropout 0.5 on the embedding, between
-the layers and on the output (Zaremba et al. 2014).
+Batches come from `keras_rnnreg.data.BPTTSequence`: each stream is cut into
+`--batch-size` contiguous rows and read in windows of `--bptt` words (the
+last window of an epoch is what is left). The windows are trained statelessly
+(each starts from a zero state; on JAX, Keras's own stateful LSTM would not
+carry its state through `fit` anyway) with SGD and gradient clipping, dropout
+0.5 on the embedding, between the layers and on the output (Zaremba et al.
+2014). `BPTTCallback` scales the learning rate of the shorter last window by
+its length, so that every word has the same weight; the validation windows
+carry per-token weights, so that exp(validation loss) is the exact perplexity.
 """
 
 import argparse
-import collections
 import math
 import os
 
 import keras
 import numpy as np
 
+from keras_rnnreg.callbacks import BPTTCallback
+from keras_rnnreg.data import BPTTSequence, load_ptb
 from keras_rnnreg.layers import NoisinLSTM
 
 DEFAULT_DATA = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "ptb"
 )
-
-
-def read_words(path):
-    with open(path) as f:
-        return [word for line in f for word in line.split() + ["<eos>"]]
-
-
-def load_ptb(data_dir, train_tokens, valid_tokens):
-    """Token ids of PTB's train and valid files (vocabulary from train)."""
-    train_words = read_words(os.path.join(data_dir, "ptb.train.txt"))
-    valid_words = read_words(os.path.join(data_dir, "ptb.valid.txt"))
-    counts = collections.Counter(train_words)
-    vocab = {w: i for i, (w, _) in enumerate(sorted(counts.items(), key=lambda c: (-c[1], c[0])))}
-    unk = vocab["<unk>"]
-    train = np.array([vocab[w] for w in train_words], np.int32)
-    valid = np.array([vocab.get(w, unk) for w in valid_words], np.int32)
-    return _head(train, train_tokens), _head(valid, valid_tokens), len(vocab)
 
 
 def synthetic_corpus(train_tokens, valid_tokens, vocab=2000, seed=0):
@@ -75,12 +66,11 @@ def _head(tokens, n):
     return tokens if not n else tokens[:n]
 
 
-def segments(tokens, bptt):
-    """Inputs and next-word targets, (n_segments, bptt) each."""
-    n = (len(tokens) - 1) // bptt
-    x = tokens[: n * bptt].reshape(n, bptt)
-    y = tokens[1 : n * bptt + 1].reshape(n, bptt)
-    return x, y
+def batches(tokens, args, validation=False):
+    """Fixed-length BPTT windows over `tokens`; per-token weights for validation."""
+    return BPTTSequence(
+        tokens, args.batch_size, args.bptt, variable_length=False, token_weights=validation
+    )
 
 
 def build_model(vocab, args, noisin):
@@ -96,7 +86,7 @@ def build_model(vocab, args, noisin):
 
     init = keras.initializers.RandomUniform(-0.1, 0.1)
     model = keras.Sequential([
-        keras.Input((args.bptt,), dtype="int32"),
+        keras.Input((None,), dtype="int32"),  # the last window is shorter
         keras.layers.Embedding(vocab, args.units, embeddings_initializer=init),
         keras.layers.Dropout(args.dropout),
         recurrent(),
@@ -113,16 +103,17 @@ def build_model(vocab, args, noisin):
 
 
 def train(name, vocab, data, args, noisin):
-    (x, y), (x_val, y_val) = data
-    keras.utils.set_random_seed(args.seed)  # the same initial weights and data order
+    train_batches, valid_batches = data
+    keras.utils.set_random_seed(args.seed)  # the same initial weights and random draws
     model = build_model(vocab, args, noisin)
     history = model.fit(
-        x,
-        y,
-        batch_size=args.batch_size,
+        train_batches,
         epochs=args.epochs,
-        validation_data=(x_val, y_val),
-        callbacks=[keras.callbacks.ReduceLROnPlateau(factor=1 / 1.2, patience=0)],
+        validation_data=valid_batches,
+        callbacks=[
+            BPTTCallback(train_batches),
+            keras.callbacks.ReduceLROnPlateau(factor=1 / 1.2, patience=0),
+        ],
         verbose=2 if args.verbose else 0,
     )
     val = [math.exp(loss) for loss in history.history["val_loss"]]
@@ -156,7 +147,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if os.path.exists(os.path.join(args.data_dir, "ptb.train.txt")):
-        train_ids, valid_ids, vocab = load_ptb(args.data_dir, args.train_tokens, args.valid_tokens)
+        corpus = load_ptb(args.data_dir)
+        train_ids = _head(corpus.train, args.train_tokens)
+        valid_ids = _head(corpus.valid, args.valid_tokens)
+        vocab = len(corpus.vocab)
         source = f"PTB from {os.path.normpath(args.data_dir)}"
     else:
         train_ids, valid_ids, vocab = synthetic_corpus(args.train_tokens, args.valid_tokens)
@@ -167,7 +161,7 @@ def main(argv=None):
         f"units, dropout {args.dropout}, {args.epochs} epochs",
         flush=True,
     )
-    data = (segments(train_ids, args.bptt), segments(valid_ids, args.bptt))
+    data = (batches(train_ids, args), batches(valid_ids, args, validation=True))
     baseline = train("dropout-LSTM", vocab, data, args, noisin=False)
     noisy = train(
         f"dropout-LSTM + Noisin ({args.noise} {args.noise_level})", vocab, data, args, noisin=True

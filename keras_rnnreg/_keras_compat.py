@@ -15,7 +15,7 @@ import inspect
 
 import keras
 
-KERAS_MINIMUM = "3.10.0"
+KERAS_MINIMUM = "3.12.0"
 KERAS_RANGE = f">={KERAS_MINIMUM},<4"
 
 

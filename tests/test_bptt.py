@@ -1,3 +1,4 @@
+import copy
 import os
 
 import keras
@@ -7,10 +8,15 @@ import pytest
 from conftest import to_numpy
 from keras_rnnreg.layers import WeightDropLSTM
 from keras_rnnreg.callbacks import BPTTCallback
+import keras_rnnreg.callbacks
+import keras_rnnreg.data
 from keras_rnnreg.data import (
     BPTTSequence,
     batchify,
+    draw_epoch_bounds,
+    draw_lengths,
     load_ptb,
+    most_frequent_batch_count,
     reset_rnn_states,
 )
 
@@ -137,6 +143,104 @@ def test_floor_ceiling_and_fixed_length_is_variable_without_randomness():
     np.testing.assert_allclose(fixed.learning_rate_scales[[0, -1]], [1.0, 0.9])
 
 
+# ------------------------------------------- the sampler as pure functions
+SAMPLERS = {
+    "draw_lengths": lambda rng: draw_lengths(rng, (4, 50), 12, p=0.7, s=3.0),
+    "most_frequent_batch_count": lambda rng: most_frequent_batch_count(rng, 600, 12, s=4.0),
+    "draw_epoch_bounds": lambda rng: draw_epoch_bounds(rng, 600, 52, 12, s=4.0, max_length=20),
+}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_samplers_are_pure_functions_of_their_generator(name):
+    sample = SAMPLERS[name]
+    rng = np.random.default_rng(7)
+    twin = copy.deepcopy(rng)
+    np.random.seed(0)
+    global_state = np.random.get_state()
+    first = sample(rng)
+    # NumPy's global generator is neither read nor advanced ...
+    after = np.random.get_state()
+    np.testing.assert_array_equal(after[1], global_state[1])
+    assert after[2:] == global_state[2:]
+    # ... and does not matter: the same generator state gives the same output,
+    # and leaves the generator in the same state
+    np.random.seed(99)
+    np.testing.assert_array_equal(sample(twin), first)
+    assert twin.bit_generator.state == rng.bit_generator.state
+    # the generator advanced: a second call draws something new
+    if name == "draw_lengths":
+        assert not np.array_equal(sample(rng), first)
+
+
+def test_bounds_are_an_epoch_of_awd_lengths_in_exactly_num_batches():
+    rng = np.random.default_rng(3)
+    count = most_frequent_batch_count(rng, 600, 12, s=4.0, min_length=2)
+    for _ in range(20):
+        bounds = draw_epoch_bounds(rng, 600, count, 12, s=4.0, min_length=2)
+        assert bounds[0] == 0 and bounds[-1] == 600 and len(bounds) == count + 1
+        lengths = np.diff(bounds)
+        assert lengths.min() >= 1 and lengths[:-1].min() >= 2  # only the last is cut
+    ceiling = draw_lengths(rng, 10_000, 10, s=20.0, min_length=7, max_length=14)
+    assert ceiling.dtype == np.int64 and ceiling.min() == 7 and ceiling.max() == 14
+
+
+def test_sequence_lengths_come_from_the_samplers_and_its_own_generator():
+    tokens = np.zeros(3 * 601 + 2, "int32")
+    sequence = BPTTSequence(tokens, 3, 12, s=4.0, seed=3)
+    # the count from a generator apart from the epochs' one (seeded [seed, 1])
+    count = most_frequent_batch_count(np.random.default_rng([3, 1]), 600, 12, s=4.0)
+    assert sequence.num_batches == count
+    epochs = np.random.default_rng(3)
+    for _ in range(3):
+        expected = draw_epoch_bounds(epochs, 600, count, 12, s=4.0)
+        np.testing.assert_array_equal(sequence.lengths, np.diff(expected))
+        sequence.on_epoch_end()
+
+
+@pytest.mark.parametrize(
+    "call, error, fragment",
+    [
+        (lambda: draw_lengths(3, 5, 10), TypeError, "`rng` must be a numpy.random.Generator"),
+        (lambda: draw_lengths(np.random.RandomState(0), 5, 10), TypeError, "RandomState"),
+        (lambda: draw_lengths(np.random.default_rng(), -1, 10), ValueError, "size=-1"),
+        (lambda: draw_lengths(np.random.default_rng(), 5, 10, min_length=11), ValueError,
+         "`min_length` must be <= bptt=10"),
+        (lambda: most_frequent_batch_count(np.random.default_rng(), 0, 10), ValueError,
+         "`steps` must be an int >= 1. Received: steps=0"),
+        (lambda: most_frequent_batch_count(np.random.default_rng(), 9, 10, epochs=0),
+         ValueError, "epochs=0"),
+        (lambda: draw_epoch_bounds(np.random.default_rng(), 100, 21, 10), ValueError,
+         "`num_batches` must be in [1, 20]"),
+        (lambda: draw_epoch_bounds(np.random.default_rng(), 100, 4, 10, max_length=20),
+         ValueError, "`num_batches` must be in [5, 20]"),
+        (lambda: draw_epoch_bounds(np.random.default_rng(), 100, 0, 10), ValueError,
+         "num_batches=0"),
+    ],
+)
+def test_bad_sampler_arguments_name_the_argument_value_and_what_is_allowed(call, error, fragment):
+    with pytest.raises(error) as info:
+        call()
+    assert fragment in str(info.value)
+
+
+def test_tokens_are_validated_once(monkeypatch):
+    import keras_rnnreg.data.bptt as bptt_module
+
+    calls = []
+    validate = bptt_module._token_array
+
+    def counting(tokens):
+        calls.append(1)
+        return validate(tokens)
+
+    monkeypatch.setattr(bptt_module, "_token_array", counting)
+    BPTTSequence(np.arange(100), 4, 10)
+    assert len(calls) == 1
+    batchify(np.arange(10), 3)
+    assert len(calls) == 2
+
+
 # -------------------------------------------------------- learning rate
 @pytest.mark.parametrize("wrapped", [False, True], ids=["sgd", "loss_scale"])
 def test_learning_rate_scaled_per_batch_with_clipping_on_the_unscaled_gradient(
@@ -252,7 +356,9 @@ def test_evaluate_starts_from_zero_state_and_carries_it_over_its_batches():
     assert first == pytest.approx(np.mean(per_batch), rel=1e-5)
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="the JAX trainer's limitation")
+@pytest.mark.skipif(
+    BACKEND != "jax", reason="tests a JAX-trainer behaviour; runs in the jax pass"
+)
 def test_callback_warns_that_jax_does_not_carry_keras_rnn_states():
     # Keras 3.15's JAX trainer passes only `model.non_trainable_variables` from
     # one compiled step to the next; keras.layers.LSTM's states are not there.
@@ -339,6 +445,14 @@ def test_bad_arguments_name_the_argument_value_and_what_is_allowed(kwargs, error
     assert fragment in str(info.value)
 
 
+def test_old_callback_path_warns_and_is_the_same_class():
+    with pytest.warns(DeprecationWarning, match="moved to keras_rnnreg.callbacks.BPTTCallback"):
+        old = keras_rnnreg.data.BPTTCallback
+    assert old is keras_rnnreg.callbacks.BPTTCallback is BPTTCallback
+    sequence = BPTTSequence(np.arange(40) % 11, 2, 4, variable_length=False)
+    assert old(sequence).sequence is sequence
+
+
 def test_bad_batchify_and_callback_arguments():
     with pytest.raises(ValueError, match="too short for batch_size=5"):
         batchify(np.arange(4), 5)
@@ -375,7 +489,10 @@ def test_load_ptb_appends_eos_and_numbers_words_by_first_appearance(tmp_path):
         load_ptb(tmp_path)
 
 
-@pytest.mark.skipif(not os.path.isdir(PTB), reason="PTB not available")
+@pytest.mark.skipif(
+    not os.path.isdir(PTB),
+    reason="no PTB at ../shared/data/ptb; runs in every backend's pass where it is",
+)
 def test_load_ptb_documented_sizes():
     corpus = load_ptb(PTB)
     assert [len(corpus.train), len(corpus.valid), len(corpus.test)] == [929_589, 73_760, 82_430]

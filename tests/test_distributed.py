@@ -20,10 +20,18 @@ import pytest
 
 JOB = os.path.join(os.path.dirname(__file__), "distributed_job.py")
 TIMEOUT = 240
+# The jobs import keras_rnnreg from this checkout even where it is not
+# pip-installed (e.g. a copy of the tree on a GPU machine).
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def job_env(backend, extra_env=None):
+    path = os.pathsep.join(p for p in (PROJECT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": path, **(extra_env or {})}
 
 
 def run_job(mode, output, backend, extra_env=None):
-    env = {**os.environ, "KERAS_BACKEND": backend, **(extra_env or {})}
+    env = job_env(backend, extra_env)
     result = subprocess.run(
         [sys.executable, JOB, mode, str(output)], env=env, capture_output=True,
         text=True, timeout=TIMEOUT,
@@ -60,8 +68,12 @@ def test_mirrored_strategy_two_logical_cpus(tmp_path):
     reason="keras.distribution.DataParallel is tested in the jax pass",
 )
 def test_jax_data_parallel_two_host_devices(tmp_path):
-    single = run_job("single", tmp_path / "single.npz", "jax")
-    parallel = run_job("jax_data_parallel", tmp_path / "parallel.npz", "jax")
+    # Two CPU devices from XLA's host platform, also on a machine whose JAX
+    # default device is one GPU; the single-device run is on the CPU too, so
+    # the two compute with the same kernels.
+    on_cpu = {"JAX_PLATFORMS": "cpu"}
+    single = run_job("single", tmp_path / "single.npz", "jax", on_cpu)
+    parallel = run_job("jax_data_parallel", tmp_path / "parallel.npz", "jax", on_cpu)
     assert_matches_single_device(parallel, single, replicas=2)
 
 
@@ -79,8 +91,7 @@ def test_multi_worker_mirrored_strategy_two_processes(tmp_path):
         for index in range(2):
             tf_config = {"cluster": {"worker": workers},
                          "task": {"type": "worker", "index": index}}
-            env = {**os.environ, "KERAS_BACKEND": "tensorflow",
-                   "TF_CONFIG": json.dumps(tf_config)}
+            env = job_env("tensorflow", {"TF_CONFIG": json.dumps(tf_config)})
             processes.append(subprocess.Popen(
                 [sys.executable, JOB, "multi_worker", str(tmp_path / f"w{index}.npz")],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

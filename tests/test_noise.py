@@ -216,3 +216,55 @@ def test_shape_parameters():
 def test_integer_dtype_is_rejected():
     with pytest.raises(ValueError, match="float dtype"):
         sample_noise("gaussian", (2,), 0.5, dtype="int32")
+
+
+def test_multiplicative_bernoulli_is_one_over_gamma_to_the_bit():
+    """ε = η/γ with 1/γ rounded once: in float32, (1/γ - 1) + 1 != 1/γ for γ = 0.43."""
+    assert np.float32(1 / 0.43 - 1) + np.float32(1) != np.float32(1 / 0.43)
+    for dtype in ("float32", "float16"):
+        eps = keras.ops.convert_to_numpy(
+            sample_noise("bernoulli", (1000,), 0.43, seed=1, dtype=dtype)
+        )
+        assert set(np.unique(eps).tolist()) == {0.0, float(np.dtype(dtype).type(1 / 0.43))}
+
+
+def test_registry_is_the_single_source():
+    """DISTRIBUTIONS, SHAPE_PARAMETERS, domains and variances all come from the records."""
+    from keras_rnnreg import noise
+
+    names = tuple(record.name for record in noise._REGISTRY.values())
+    assert DISTRIBUTIONS == tuple(noise._REGISTRY) == names
+    assert noise.SHAPE_PARAMETERS == ("alpha",)
+    assert dict(noise._REGISTRY["gamma"].shape_defaults) == {"alpha": 2.0}
+    assert dict(noise._REGISTRY["beta"].shape_defaults) == {"alpha": 1.0}
+    for name, record in noise._REGISTRY.items():
+        assert isinstance(record, noise.NoiseDistribution)
+        assert (record.low, record.high) == ((0.0, 1.0) if name == "bernoulli" else (0.0, math.inf))
+    with pytest.raises(AttributeError):  # frozen: a record is changed only where it is written
+        noise._REGISTRY["gaussian"].high = 1.0
+
+
+def test_a_new_record_is_all_a_distribution_needs(monkeypatch):
+    """Adding one record makes a distribution valid for checks, moments and sampling."""
+    from keras_rnnreg import noise
+
+    uniform = noise.NoiseDistribution(
+        "uniform",
+        draw=lambda shape, gamma, params, seed, dtype: keras.random.uniform(
+            shape, -math.sqrt(3.0) * gamma, math.sqrt(3.0) * gamma, dtype=dtype, seed=seed
+        ),
+        scale=lambda eta, gamma, params, dtype: eta,
+        variance=lambda gamma, params: gamma**2,
+        high=2.0,
+        domain="(0, 2]",
+        shape_defaults=(("width", 1.0),),
+    )
+    monkeypatch.setattr(noise, "_REGISTRY", {**noise._REGISTRY, "uniform": uniform})
+    monkeypatch.setattr(noise, "DISTRIBUTIONS", tuple(noise._REGISTRY))
+    assert noise.noise_moments("uniform", 0.5, "additive") == (0.0, 0.25)
+    eps = keras.ops.convert_to_numpy(noise.sample_noise("uniform", (20000,), 0.5, seed=3))
+    assert abs(eps.mean() - 1.0) < 0.02 and abs(eps.var() - 0.25) < 0.02
+    with pytest.raises(ValueError, match=r"noise_level=2.5.*uniform.*a spread.*\(0, 2\]"):
+        noise.sample_noise("uniform", (2,), 2.5)
+    with pytest.raises(ValueError, match=r"width=-1.0.*uniform"):
+        noise.sample_noise("uniform", (2,), 0.5, width=-1.0)

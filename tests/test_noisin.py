@@ -544,6 +544,69 @@ def test_argument_errors():
         NoisinLSTM(3, use_cudnn=True)
 
 
+
+NOISIN_CONSTRUCTORS = {
+    "NoisinLSTM": lambda **kwargs: NoisinLSTM(3, **kwargs),
+    "NoisinGRU": lambda **kwargs: NoisinGRU(3, **kwargs),
+    "NoisinCell": lambda **kwargs: NoisinCell(keras.layers.LSTMCell(3), **kwargs),
+}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, pattern",
+    [
+        # An unknown distribution lists the valid ones.
+        (
+            {"noise": "normal"},
+            ValueError,
+            "Argument `noise` must be one of 'gaussian', 'bernoulli', 'gamma', "
+            "'gumbel', 'laplace', 'logistic', 'beta', 'chi_square'. Received: noise='normal'",
+        ),
+        # A noise_level outside the domain names the value and the domain.
+        (
+            {"noise": "bernoulli", "noise_level": 1.5},
+            ValueError,
+            r"noise_level=1.5 .* bernoulli noise: it is a keep probability .* \(0, 1\]",
+        ),
+        (
+            {"noise": "laplace", "noise_level": -0.2},
+            ValueError,
+            r"noise_level=-0.2 .* laplace noise: it is a spread .* \(0, inf\)",
+        ),
+        ({"noise_level": "0.5"}, TypeError, "Argument `noise_level` must be a float"),
+        ({"mode": "both"}, ValueError, "'multiplicative', 'additive'. Received: mode='both'"),
+        ({"seed": True}, TypeError, "Argument `seed` must be an int or None. Received: seed=True"),
+        ({"seed": 1.5}, TypeError, "Received: seed=1.5 of type float"),
+        (
+            {"noise": "gaussian", "alpha": 2.0},
+            ValueError,
+            "gaussian noise takes no shape parameter",
+        ),
+        ({"noise": "gamma", "alpha": 0.0}, ValueError, r"alpha=0.0 .* gamma .* \(0, inf\)"),
+        ({"noise": "beta", "alpha": True}, TypeError, "Argument `alpha` must be a float"),
+    ],
+)
+def test_layers_and_cell_reject_bad_noise_arguments_alike(kwargs, error, pattern):
+    """One check for NoisinCell, NoisinLSTM and NoisinGRU: the same error, word for word."""
+    messages = {}
+    for name, make in NOISIN_CONSTRUCTORS.items():
+        with pytest.raises(error, match=pattern) as info:
+            make(**kwargs)
+        assert type(info.value) is error, name
+        messages[name] = str(info.value)
+    assert len(set(messages.values())) == 1, messages
+
+
+def test_layers_check_noise_arguments_before_building_the_cell():
+    """A bad noise argument is reported before the wrapped cell's own arguments."""
+    for layer_class in (NoisinLSTM, NoisinGRU):
+        with pytest.raises(ValueError, match="Argument `noise` must be one of"):
+            layer_class(0, noise="normal")  # units=0 alone: the Keras cell's error
+        with pytest.raises(TypeError, match="Argument `seed`"):
+            layer_class(0, seed=False)
+    with pytest.raises(ValueError, match="Argument `noise` must be one of"):
+        NoisinCell(keras.layers.Dense(3), noise="normal")  # not a cell, either
+
 def test_stateful_noisin_lstm_carries_state_across_fit_batches():
     """Bernoulli noise with keep probability 1 is ε = 1: a deterministic check
     that fit carries the state (Keras's own RNNs drop it on JAX)."""

@@ -5,19 +5,14 @@ import math
 import numpy as np
 
 from keras_rnnreg._keras_compat import DataAdapter, torch_dataloader
-from keras_rnnreg._validation import (
-    check_bool,
-    check_non_negative,
-    check_positive_int,
-    check_probability,
-    check_real,
-    check_seed,
+from keras_rnnreg._validation import check_bool, check_positive_int, check_seed
+from keras_rnnreg.data.lengths import (
+    _check_distribution,
+    draw_epoch_bounds,
+    most_frequent_batch_count,
 )
 
 _INT32_MAX = np.iinfo(np.int32).max
-# Bounds on the work spent drawing one epoch's lengths (see `_draw_bounds`).
-_CANDIDATE_DRAWS = 2**20
-_MAX_CANDIDATE_BLOCKS = 10_000
 
 
 def _token_array(tokens):
@@ -70,7 +65,11 @@ def batchify(tokens, batch_size):
            [6, 7, 8]], dtype=int32)
     """
     batch_size = check_positive_int("batch_size", batch_size)
-    array = _token_array(tokens)
+    return _batchify_validated(_token_array(tokens), batch_size)
+
+
+def _batchify_validated(array, batch_size):
+    """`batchify` of an array `_token_array` has already checked."""
     row_length = array.size // batch_size
     if row_length < 1:
         raise ValueError(
@@ -94,55 +93,31 @@ class BPTTSequence(DataAdapter):
 
     with `t_0 = 0` and `t_{i+1} = t_i + L_i`, so an epoch predicts every token
     of every row after the first exactly once, in order; a stateful RNN
-    carries its state from one batch to the next (see `BPTTCallback`, which
-    also resets it at each epoch start).
+    carries its state from one batch to the next (see
+    `keras_rnnreg.callbacks.BPTTCallback`, which also resets it at each epoch
+    start and scales the learning rate of batch `i` by `L_i / bptt`).
 
-    Variable length (AWD-LSTM, Merity et al. 2017, section 4.1; hyper-
-    parameters from section 5). A fixed window of `bptt` steps starts every
-    window at a multiple of `bptt`, so the token at such a position never gets
-    gradient from the steps before it. Each batch's length is drawn instead:
+    Variable length (AWD-LSTM, Merity et al. 2017, section 4.1). A fixed
+    window never gives the token at a multiple of `bptt` gradient from the
+    steps before it, so each batch's length is drawn instead
+    (`keras_rnnreg.data.draw_lengths`):
 
         base  = bptt        with probability p,   bptt / 2   otherwise
         L     = max(min_length, round(N(base, s)))             (a floor)
         L     = min(L, max_length)        (only if `max_length` is given)
 
-    and the last batch of an epoch ends at the end of the rows (it is cut to
-    what is left, which may be shorter than `min_length`). AWD-LSTM uses
-    bptt = 70, p = 0.95, s = 5 and a floor of 5. The reference truncates the
-    normal draw toward zero; rounding keeps E[L] = p bptt + (1 - p) bptt / 2.
-    Lengths are redrawn at the end of every epoch (`on_epoch_end`). With
-    `variable_length=False` every batch is `bptt` long except the last, which
-    is what is left: the fixed-length pipeline used for validation and test.
-    Pair variable lengths with `BPTTCallback`, which scales the learning rate
-    of batch `i` by `L_i / bptt`.
+    AWD-LSTM uses bptt = 70, p = 0.95, s = 5 and a floor of 5 (section 5).
+    The number of batches per epoch is fixed when the sequence is made (the
+    most frequent count, `most_frequent_batch_count`), and each epoch's
+    lengths are draws conditioned on covering the rows in exactly that many
+    batches (`draw_epoch_bounds`), the last one cut at the end of the rows.
+    Lengths are redrawn at the end of every epoch (`on_epoch_end`), from the
+    sequence's own generator. With `variable_length=False` every batch is
+    `bptt` long except the last, which is what is left: the pipeline for
+    validation and test.
 
-    A fixed number of batches per epoch. Keras reads `num_batches` once per
-    `fit`, while the number of draws needed to cover the rows varies from
-    epoch to epoch. So `num_batches` is fixed when the sequence is made (the
-    most frequent count over simulated epochs) and each epoch's lengths are
-    AWD draws conditioned on covering the rows in exactly that many batches:
-    whole epochs are drawn until one ends within batch `num_batches`, and its
-    last batch is cut at the end of the rows. The conditioning is on one
-    statistic of the whole epoch; single lengths keep the distribution above
-    (tested for its mean and spread).
-
-    Why a Keras `DataAdapter` and not a `keras.utils.PyDataset`: Keras adapts
-    a PyDataset for TensorFlow by inferring the tensor spec from its first two
-    batches, which fixes the time axis when those happen to have the same
-    length and then fails on the first batch that does not (always, for
-    fixed-length BPTT's shorter last batch; see keras-team/keras#19124); and
-    `fit` shuffles a PyDataset's batches unless told `shuffle=False`, which
-    would break the state carry. This class declares the time axis open
-    (one traced train function on TensorFlow) and always yields batches in
-    order, whatever `fit`'s `shuffle` says.
-
-    Retracing and compilation. TensorFlow traces the train function once for
-    all lengths (the time axis is `None` in the dataset's spec). JAX compiles
-    the train step once per distinct length and caches it; lengths are
-    integers in [1, longest draw], so the count is bounded and stops growing:
-    for PTB (batch 40, bptt 70, s 5) 38 compilations in the first epoch, 66
-    by epoch 20, 94 by epoch 750 (every length from 1 to 94). `max_length`
-    makes the bound hard. PyTorch runs eagerly. See docs/bptt.md.
+    Design notes (why a Keras `DataAdapter` rather than a `PyDataset`, the
+    fixed batch count, retracing and compilation per backend): docs/bptt.md.
 
     Args:
         tokens: 1D array-like of non-negative integer token ids (one stream,
@@ -158,6 +133,7 @@ class BPTTSequence(DataAdapter):
             default) is AWD-LSTM's 5, or `bptt` if that is smaller.
         max_length: Optional int >= bptt, a ceiling on drawn lengths; None
             (the default, as in AWD-LSTM) leaves the normal's tail uncut.
+            It also bounds the number of compilations on JAX.
         seed: Optional int for reproducible lengths. None takes a seed from
             NumPy's global generator, so `keras.utils.set_random_seed` makes
             runs reproducible.
@@ -174,6 +150,7 @@ class BPTTSequence(DataAdapter):
         num_batches: Batches per epoch (fixed for the life of the sequence).
         lengths: The current epoch's batch lengths (int array, sums to
             `row_length - 1`).
+        learning_rate_scales: The current epoch's `lengths / bptt`.
 
     Example:
 
@@ -198,27 +175,10 @@ class BPTTSequence(DataAdapter):
         token_weights=False,
     ):
         self._batch_size = check_positive_int("batch_size", batch_size)
-        self.bptt = check_positive_int("bptt", bptt)
         self.variable_length = check_bool("variable_length", variable_length)
-        self.p = check_probability("p", p)
-        self.s = check_non_negative("s", check_real("s", s))
-        if min_length is None:
-            min_length = min(5, self.bptt)
-        self.min_length = check_positive_int("min_length", min_length)
-        if self.min_length > self.bptt:
-            raise ValueError(
-                f"Argument `min_length` must be <= bptt={self.bptt} (a floor "
-                f"under lengths drawn around bptt). Received: min_length={min_length}"
-            )
-        if max_length is not None:
-            max_length = check_positive_int("max_length", max_length)
-            if max_length < self.bptt:
-                raise ValueError(
-                    f"Argument `max_length` must be None or >= bptt={self.bptt} "
-                    f"(a ceiling above the base length). Received: "
-                    f"max_length={max_length}"
-                )
-        self.max_length = max_length
+        self.bptt, self.p, self.s, self.min_length, self.max_length = (
+            _check_distribution(bptt, p, s, min_length, max_length)
+        )
         self.seed = check_seed(seed)
         self.token_weights = check_bool("token_weights", token_weights)
 
@@ -231,7 +191,7 @@ class BPTTSequence(DataAdapter):
                 f"{2 * self._batch_size} tokens are needed. Received: "
                 f"{array.size} tokens"
             )
-        self.rows = batchify(array, self._batch_size)
+        self.rows = _batchify_validated(array, self._batch_size)
         # Positions with a next-token target in each row: what an epoch covers.
         self._steps = self.rows.shape[1] - 1
 
@@ -239,65 +199,26 @@ class BPTTSequence(DataAdapter):
             seed = int(np.random.randint(2**31 - 1))
         self._rng = np.random.default_rng(seed)
         if self.variable_length:
-            self._num_batches = self._most_frequent_count(
-                np.random.default_rng([seed, 1])  # apart from the epochs' stream
+            self._num_batches = most_frequent_batch_count(
+                np.random.default_rng([seed, 1]),  # apart from the epochs' stream
+                self._steps,
+                *self._distribution,
             )
         else:
             self._num_batches = math.ceil(self._steps / self.bptt)
         self._set_bounds(self._draw_bounds())
 
     # ------------------------------------------------------------- lengths
-    def _draw(self, rng, size):
-        """Independent AWD lengths (no end-of-stream cut), shape `size`."""
-        if not self.variable_length:
-            return np.full(size, self.bptt, dtype=np.int64)
-        base = np.where(rng.random(size) < self.p, self.bptt, self.bptt / 2)
-        lengths = np.rint(rng.normal(base, self.s))
-        lengths = np.maximum(lengths, self.min_length)
-        if self.max_length is not None:
-            lengths = np.minimum(lengths, self.max_length)
-        return lengths.astype(np.int64)
-
-    def _most_frequent_count(self, rng, epochs=64):
-        """The mode over simulated epochs of the number of draws covering a row."""
-        counts = np.zeros(epochs, np.int64)
-        covered = np.zeros(epochs, np.int64)
-        active = np.arange(epochs)
-        chunk = min(2**16, 2 * math.ceil(self._steps / self.bptt) + 16)
-        while active.size:
-            ends = covered[active, None] + np.cumsum(
-                self._draw(rng, (active.size, chunk)), axis=1
-            )
-            done = ends[:, -1] >= self._steps
-            first = np.argmax(ends >= self._steps, axis=1)
-            counts[active] += np.where(done, first + 1, chunk)
-            covered[active] = ends[:, -1]
-            active = active[~done]
-        return int(np.bincount(counts).argmax())
+    @property
+    def _distribution(self):
+        return self.bptt, self.p, self.s, self.min_length, self.max_length
 
     def _draw_bounds(self):
-        """One epoch's batch boundaries `[0, t_1, ..., steps]`.
-
-        Rejection sampling: whole epochs of `num_batches` draws are drawn in
-        blocks until one covers the rows with its last draw and not before;
-        that draw is then cut at the end. `num_batches` is the most frequent
-        count, so a block of candidates almost always holds one.
-        """
-        n, steps = self.num_batches, self._steps
+        """The next epoch's boundaries `[0, t_1, ..., steps]`."""
         if not self.variable_length:
-            return np.minimum(np.arange(n + 1) * self.bptt, steps)
-        block = max(1, min(256, _CANDIDATE_DRAWS // n))
-        for _ in range(_MAX_CANDIDATE_BLOCKS):
-            ends = np.cumsum(self._draw(self._rng, (block, n)), axis=1)
-            before_last = ends[:, -2] if n > 1 else np.zeros(block, np.int64)
-            hits = np.flatnonzero((before_last < steps) & (ends[:, -1] >= steps))
-            if hits.size:
-                bounds = np.concatenate([[0], ends[hits[0]]])
-                bounds[-1] = steps
-                return bounds
-        raise RuntimeError(  # unreachable unless the count estimate is broken
-            f"Could not draw {n} batch lengths covering {steps} steps "
-            f"after {_MAX_CANDIDATE_BLOCKS * block} tries."
+            return np.minimum(np.arange(self.num_batches + 1) * self.bptt, self._steps)
+        return draw_epoch_bounds(
+            self._rng, self._steps, self.num_batches, *self._distribution
         )
 
     def _set_bounds(self, bounds):

@@ -59,6 +59,29 @@ _MISSING_NOISE = (
 )
 
 
+def _check_noisin_arguments(noise, noise_level, mode, seed, kwargs):
+    """Checks the noise arguments of `NoisinCell` and `NoisinLSTM`/`NoisinGRU`.
+
+    Both constructors call it first, so the same bad argument raises the same
+    error from either, and the layers raise it before building their cell.
+
+    Args:
+        noise, noise_level, mode, seed: As for `NoisinCell`.
+        kwargs: The constructor's `**kwargs`; the shape parameters of the
+            noise (`keras_rnnreg.noise.SHAPE_PARAMETERS`) are popped from it.
+
+    Returns:
+        `(noise, noise_level, mode, seed, noise_params)`, validated:
+        `noise_level` a float and `noise_params` the shape parameters
+        completed with the distribution's defaults.
+    """
+    noise_params = {k: kwargs.pop(k) for k in SHAPE_PARAMETERS if k in kwargs}
+    noise, noise_level, mode, noise_params = _check_noise(
+        noise, noise_level, mode, **noise_params
+    )
+    return noise, noise_level, mode, check_seed(seed), noise_params
+
+
 def _apply_noise(h, eps, mode):
     """h ⊙ ε or h + ε, in ε's dtype (float32 under mixed precision), cast back to h's."""
     if eps.dtype != h.dtype:
@@ -170,7 +193,9 @@ class NoisinCell(keras.layers.Layer, DropoutRNNCell):
         seed=None,
         **kwargs,
     ):
-        noise_params = {k: kwargs.pop(k) for k in SHAPE_PARAMETERS if k in kwargs}
+        noise, noise_level, mode, seed, noise_params = _check_noisin_arguments(
+            noise, noise_level, mode, seed, kwargs
+        )
         if isinstance(cell, NoisinCell):
             raise ValueError(
                 "The cell is already a NoisinCell; wrap the underlying cell once."
@@ -190,10 +215,9 @@ class NoisinCell(keras.layers.Layer, DropoutRNNCell):
         if kwargs.get("dtype") is None and isinstance(cell, keras.layers.Layer):
             kwargs["dtype"] = cell.dtype_policy
         super().__init__(**kwargs)
-        self.noise, self.noise_level, self.mode, self.noise_params = _check_noise(
-            noise, noise_level, mode, **noise_params
-        )
-        self.seed = check_seed(seed)
+        self.noise, self.noise_level, self.mode = noise, noise_level, mode
+        self.noise_params = noise_params
+        self.seed = seed
         self.cell = cell
         self.seed_generator = keras.random.SeedGenerator(
             None if seed is None else seed + _NOISE_SEED_OFFSET
@@ -430,8 +454,9 @@ class _NoisinCellLayer(NoisinRNN):
         seed=None,
         **kwargs,
     ):
-        seed = check_seed(seed)
-        noise_params = {k: kwargs.pop(k) for k in SHAPE_PARAMETERS if k in kwargs}
+        noise, noise_level, mode, seed, noise_params = _check_noisin_arguments(
+            noise, noise_level, mode, seed, kwargs
+        )
         cell_kwargs = {
             k: kwargs.pop(k) for k in self._cell_argument_names() if k in kwargs
         }
