@@ -4,8 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
+# The demo's backend: KERAS_BACKEND if set, else tensorflow.
+DEMO_BACKEND := $(or $(KERAS_BACKEND),tensorflow)
+# The oldest Keras the package supports (keras_rnnreg/_keras_compat.py); `make
+# test` also runs the suite on it once, on the torch backend (the quickest).
+KERAS_MINIMUM := $(shell sed -n 's/^KERAS_MINIMUM = "\(.*\)"/\1/p' keras_rnnreg/_keras_compat.py)
+KERAS_MINIMUM_DIR := .keras-minimum
 
-.PHONY: demo test venv benchmark clean
+.PHONY: demo test test-keras-minimum venv benchmark clean
 
 # The CPU build of torch is installed first, pinned, so that the package's
 # `torch>=2.2,<3` range is already met and pip never pulls a multi-GB CUDA build.
@@ -16,17 +22,39 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[all,test]"
 	touch $@
 
+# The demo needs one backend: install just that one (quicker on a fresh machine).
+$(BIN)/.installed-demo-%: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if [ "$*" = torch ]; then $(BIN)/python -m pip install -q torch==2.13.0; fi
+	$(BIN)/python -m pip install -q -e ".[$*]"
+	touch $@
+
 venv: $(BIN)/.installed
 
-demo: venv
-	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(BIN)/python examples/awd_lstm_demo.py
+demo: $(BIN)/.installed-demo-$(DEMO_BACKEND)
+	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/python examples/awd_lstm_demo.py
 
-# Every test runs once per backend; all backends run even if one fails.
-test: venv
+# Only Keras itself, at the minimum version, shadows the venv's through
+# PYTHONPATH; its dependencies are the venv's.
+$(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM): $(BIN)/.installed
+	rm -rf $(KERAS_MINIMUM_DIR)
+	$(BIN)/python -m pip install -q --no-deps --target $(KERAS_MINIMUM_DIR) keras==$(KERAS_MINIMUM)
+	touch $@
+
+test-keras-minimum: $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
+	@echo "=== KERAS_BACKEND=torch, keras==$(KERAS_MINIMUM) ==="
+	PYTHONPATH=$(KERAS_MINIMUM_DIR) KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+# Every test runs once per backend, then once on the minimum Keras; all runs
+# go ahead even if one fails.
+test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests || status=1; \
-	done; exit $$status
+	done; \
+	$(MAKE) --no-print-directory test-keras-minimum || status=1; \
+	exit $$status
 
 # torch runs single-threaded: on a shared 2-core machine its two OpenMP
 # threads stall whenever another process holds a core (docs/benchmarks.md).
@@ -36,4 +64,4 @@ benchmark: venv
 	KERAS_BACKEND=torch $(BIN)/python benchmarks/throughput.py --threads 1
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(KERAS_MINIMUM_DIR) *.egg-info .pytest_cache

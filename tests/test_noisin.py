@@ -139,7 +139,8 @@ def test_fresh_noise_every_step_and_example(how, unroll):
 @pytest.mark.parametrize(
     "how",
     [h for h in COMPILED[BACKEND] if h != "tf_xla"]
-    or [pytest.param(None, marks=pytest.mark.skip(reason="torch runs eagerly only"))],
+    or [pytest.param(None, marks=pytest.mark.skip(
+        reason="compiled draws; torch runs eagerly: runs in the tensorflow and jax passes"))],
 )
 def test_compiled_noise_matches_a_twin_draw(how):
     """Compiled, the layer's ε is still the first draw of a NoisinCell with the same seed."""
