@@ -1,0 +1,83 @@
+"""Token-level cross-entropy for language-model logits."""
+
+import keras
+from keras import ops
+
+from keras_rnnreg._validation import check_bool
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+def token_cross_entropy(y_true, y_pred, from_logits=True):
+    """Per-token cross-entropy −log p(y_t), shape `y_true.shape`.
+
+    Equal to `keras.losses.sparse_categorical_crossentropy` over the last
+    axis, but computed on the logits flattened to `(tokens, vocabulary)`:
+    with (batch, time, vocabulary) logits Keras's torch backend otherwise
+    runs its log-softmax over a non-contiguous view, which on an H100 made a
+    paper-size language model train 1.84× slower (docs/benchmarks.md).
+
+    Args:
+        y_true: Integer targets of shape `S` (or `S + (1,)`).
+        y_pred: Scores of shape `S + (vocabulary,)`: logits, or
+            probabilities with `from_logits=False`.
+        from_logits: Bool, whether `y_pred` are logits.
+
+    Returns:
+        A float tensor of shape `S`.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    shape = ops.shape(y_pred)
+    # (batch, time, 1) targets flatten like (batch, time) ones.
+    flat_true = ops.reshape(y_true, (-1,))
+    flat_pred = ops.reshape(y_pred, (-1, shape[-1]))
+    losses = ops.sparse_categorical_crossentropy(
+        flat_true, flat_pred, from_logits=from_logits
+    )
+    return ops.reshape(losses, shape[:-1])
+
+
+@keras.saving.register_keras_serializable(package="keras_rnnreg")
+class TokenCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of next-token logits, averaged over tokens.
+
+    The negative log-likelihood per token of a language model, as in all the
+    papers this library reproduces (AWD-LSTM, Merity et al. 2017, §5; its
+    exponential is the perplexity). `y_pred` holds `(batch, time,
+    vocabulary)` scores and `y_true` `(batch, time)` integer targets. The
+    value equals `keras.losses.SparseCategoricalCrossentropy` with the same
+    arguments, `sample_weight` and Keras masks included; only the layout of
+    the computation differs (see `token_cross_entropy`).
+
+    Args:
+        from_logits: Bool, whether `y_pred` are logits (default True, what
+            the language models of `keras_rnnreg.models` output).
+        reduction: As for any Keras loss (default `"sum_over_batch_size"`:
+            the mean over tokens).
+        name: Optional name.
+        dtype: The dtype the loss is computed in (default float32, also
+            under mixed precision).
+
+    Example:
+
+    ```python
+    model.compile(optimizer="sgd", loss=TokenCrossEntropy(),
+                  metrics=[keras_rnnreg.metrics.Perplexity()])
+    ```
+    """
+
+    def __init__(
+        self,
+        from_logits=True,
+        reduction="sum_over_batch_size",
+        name="token_cross_entropy",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.from_logits = check_bool("from_logits", from_logits)
+
+    def call(self, y_true, y_pred):
+        return token_cross_entropy(y_true, y_pred, from_logits=self.from_logits)
+
+    def get_config(self):
+        return {**super().get_config(), "from_logits": self.from_logits}
