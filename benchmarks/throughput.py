@@ -60,6 +60,7 @@ from keras_rnnreg import (
     LockedDropout,
     WeightDropLSTM,
 )
+from keras_rnnreg.losses import TokenCrossEntropy
 
 VOCAB = 10000
 EMBEDDING = 200
@@ -130,6 +131,9 @@ VARIANTS = {
     "gradient_noise": functools.partial(_lm),
     "asgd_off": functools.partial(_lm),
     "asgd_averaging": functools.partial(_lm),
+    # The plain model with keras_rnnreg's TokenCrossEntropy instead of
+    # Keras's SparseCategoricalCrossentropy: compare with `plain`.
+    "token_loss": functools.partial(_lm),
 }
 
 
@@ -161,6 +165,9 @@ OPTIMIZERS = {
     "asgd_off": _asgd,
     "asgd_averaging": _asgd,
 }
+# name -> function returning the loss; variants not listed use Keras's
+# SparseCategoricalCrossentropy(from_logits=True).
+LOSSES = {"token_loss": TokenCrossEntropy}
 # name -> function returning a list of callbacks; variants not listed use none.
 CALLBACKS = {"asgd_averaging": lambda: [_StartAveraging()]}
 
@@ -174,11 +181,15 @@ def build_model(variant):
     return VARIANTS[variant]()
 
 
+def _keras_sparse_cross_entropy():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
 def build_compiled(variant):
     model = build_model(variant)
     model.compile(
         optimizer=OPTIMIZERS.get(variant, _sgd)(),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=LOSSES.get(variant, _keras_sparse_cross_entropy)(),
     )
     callbacks = keras.callbacks.CallbackList(
         list(CALLBACKS.get(variant, list)()), model=model
