@@ -8,6 +8,7 @@ warn where a layer that is not ours would drop it, and sync JAX's functional
 training state before a callback touches variables mid-epoch.
 """
 
+import contextlib
 import warnings
 
 import keras
@@ -61,6 +62,28 @@ def reset_rnn_states(model):
     """
     for layer in _stateful_layers(model):
         layer.reset_state()
+
+
+@contextlib.contextmanager
+def rnn_states_set_aside(model):
+    """Zero states inside the block, the states from before it afterwards.
+
+    For an evaluation in the middle of a training epoch: it must start from
+    zero states, and training must go on from the state its last batch left.
+    """
+    sync_backend_state(model)
+    layers = [layer for layer in _stateful_layers(model) if getattr(layer, "states", None)]
+    saved = [
+        [ops.copy(state) for state in keras.tree.flatten(layer.states)] for layer in layers
+    ]
+    reset_rnn_states(model)
+    try:
+        yield
+    finally:
+        sync_backend_state(model)
+        for layer, values in zip(layers, saved):
+            for state, value in zip(keras.tree.flatten(layer.states), values):
+                state.assign(value)
 
 
 def warn_if_states_are_not_carried(model):

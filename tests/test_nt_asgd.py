@@ -251,3 +251,55 @@ def test_asgd_state_round_trips(tmp_path):
     assert restored.optimizer.average_count == model.optimizer.average_count > 0
     for a, b in zip(model.optimizer.averages, restored.optimizer.averages):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+def test_interval_evaluation_keeps_the_training_state_of_stateful_rnns():
+    """Evaluating every L batches inside an epoch must not disturb truncated
+    BPTT: the batch after an evaluation starts from the state the batch
+    before it ended with."""
+    from keras_rnnreg.callbacks import BPTTCallback
+    from keras_rnnreg.data import BPTTSequence
+    from keras_rnnreg.layers import WeightDropLSTM
+
+    rng = np.random.default_rng(0)
+    train = BPTTSequence(rng.integers(0, 11, 480), 4, 10, variable_length=False)
+    valid = BPTTSequence(rng.integers(0, 11, 200), 4, 10, variable_length=False,
+                         token_weights=True)
+    tokens = keras.Input(batch_shape=(4, None), dtype="int32")
+    lstm = WeightDropLSTM(6, weight_dropout=0.0, return_sequences=True, stateful=True)
+    model = keras.Model(tokens, keras.layers.Dense(11)(lstm(keras.layers.Embedding(11, 4)(tokens))))
+    model.compile(ASGD(1.0, global_clipnorm=0.25),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ends, starts = {}, {}
+
+    def state():
+        sync_backend_state(model)
+        return to_numpy(lstm.states[0]).copy()
+
+    record_end = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ends.__setitem__(batch, state()))
+    record_start = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: starts.__setitem__(batch, state()))
+    model.fit(train, epochs=1, verbose=0, callbacks=[
+        record_end, BPTTCallback(train),
+        NTASGD(interval=2, validation_data=valid, verbose=0), record_start,
+    ])
+    assert len(starts) == train.num_batches >= 10
+    for batch in range(1, train.num_batches):
+        np.testing.assert_array_equal(starts[batch], ends[batch - 1], err_msg=str(batch))
+
+
+def test_rnn_states_set_aside_zeroes_then_restores():
+    from keras_rnnreg._stateful import rnn_states_set_aside
+    from keras_rnnreg.layers import WeightDropLSTM
+
+    tokens = keras.Input(batch_shape=(2, 3, 4))
+    lstm = WeightDropLSTM(5, weight_dropout=0.0, stateful=True)
+    model = keras.Model(tokens, lstm(tokens))
+    model(np.ones((2, 3, 4), "float32"))
+    before = to_numpy(lstm.states[0]).copy()
+    assert np.abs(before).max() > 0
+    with rnn_states_set_aside(model):
+        assert not to_numpy(lstm.states[0]).any()
+        model(np.full((2, 3, 4), -1.0, "float32"))
+    np.testing.assert_array_equal(to_numpy(lstm.states[0]), before)

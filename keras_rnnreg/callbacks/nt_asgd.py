@@ -3,7 +3,7 @@ import warnings
 
 import keras
 
-from keras_rnnreg._stateful import sync_backend_state
+from keras_rnnreg._stateful import rnn_states_set_aside, sync_backend_state
 from keras_rnnreg._validation import check_positive_int
 from keras_rnnreg.optimizers.averaging import ASGD, VALIDATION_LOG_CAPACITY
 
@@ -153,12 +153,15 @@ class NTASGD(keras.callbacks.Callback):
         self._batches += 1
         if self._batches % self.interval:
             return
-        # evaluate() called here runs no callbacks: swap w̄ in by hand.
-        self.on_test_begin()
-        try:
-            results = self._evaluate()
-        finally:
-            self.on_test_end()
+        # evaluate() called here runs no callbacks: swap w̄ in by hand, and
+        # (for stateful RNNs, as BPTTCallback would) validate from zero
+        # states, then give training back the state of its last batch.
+        with rnn_states_set_aside(self.model):
+            self.on_test_begin()
+            try:
+                results = self._evaluate()
+            finally:
+                self.on_test_end()
         key = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
         self._check(self._read(results, key), logs)
 
