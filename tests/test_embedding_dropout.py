@@ -110,3 +110,15 @@ def test_config_round_trip():
     assert (clone.rate, clone.seed, clone.mask_zero, clone.use_output_bias) == (
         0.2, 3, True, True,
     )
+
+
+def test_untied_embedding_round_trips_without_an_output_bias(tmp_path):
+    tokens = keras.Input((5,), dtype="int32")
+    embedding = EmbeddingDropout(11, 4, rate=0.1)
+    model = keras.Model(tokens, keras.layers.Dense(11)(embedding(tokens)))
+    path = tmp_path / "untied.keras"
+    model.save(path)
+    x = np.arange(10).reshape(2, 5) % 11
+    np.testing.assert_array_equal(
+        to_numpy(keras.saving.load_model(path)(x)), to_numpy(model(x))
+    )

@@ -626,3 +626,22 @@ def test_stateful_noisin_lstm_carries_state_across_fit_batches():
     layer(stream[:, steps:])
     for fit_state, reference in zip(carried, layer.states):
         np.testing.assert_allclose(fit_state, keras.ops.convert_to_numpy(reference), atol=1e-5)
+
+
+def test_trains_on_batches_of_varying_length_with_an_open_time_axis():
+    """Variable-length BPTT: the time axis is unknown when the train step is
+    traced (TensorFlow) and differs from batch to batch."""
+    from keras_rnnreg.callbacks import BPTTCallback
+    from keras_rnnreg.data import BPTTSequence
+
+    rng = np.random.default_rng(0)
+    train = BPTTSequence(rng.integers(0, 9, 400), 4, 8, s=2.0, seed=1)
+    assert len(set(train.lengths)) > 1
+    tokens = keras.Input(batch_shape=(4, None), dtype="int32")
+    hidden = keras.layers.Embedding(9, 6)(tokens)
+    hidden = NoisinLSTM(6, noise="gaussian", noise_level=0.3, stateful=True,
+                        return_sequences=True, dtype="mixed_bfloat16")(hidden)
+    model = keras.Model(tokens, keras.layers.Dense(9)(hidden))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(train, epochs=2, verbose=0, callbacks=[BPTTCallback(train)])
+    assert np.isfinite(history.history["loss"]).all()

@@ -407,9 +407,25 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
         if "training" in inspect.signature(self.cell.call).parameters:
             cell_kwargs["training"] = training
         copy_states = keras.backend.backend() == "torch" and self.stateful
+        # One tensor (batch, time, features + units of each cell) for the
+        # loop: TensorFlow's loop cannot slice several inputs along a time
+        # axis of unknown length (variable-length BPTT batches). The common
+        # dtype holds every part exactly (16-bit inputs widen to the noise's
+        # float32); each step slices the parts back into their own dtypes.
+        parts = (sequences, *noises)
+        dtypes = [part.dtype for part in parts]
+        packed = ops.concatenate(
+            [ops.cast(part, keras.backend.result_type(*dtypes)) for part in parts], axis=-1
+        )
+        bounds = [0]
+        for part in parts:
+            bounds.append(bounds[-1] + part.shape[-1])
 
         def step(inputs, states):
-            x_t, *noise_t = inputs
+            x_t, *noise_t = (
+                ops.cast(inputs[:, start:end], dtype)
+                for start, end, dtype in zip(bounds[:-1], bounds[1:], dtypes)
+            )
             if copy_states:  # as in `RNN.inner_loop`: keeps torch autograd intact
                 states = tree.map_structure(ops.copy, states)
             with _noise_bound(cells, noise_t):
@@ -418,10 +434,9 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
                 new_states = [new_states]
             return output, new_states
 
-        # A flat tuple: the backends' unrolled loops slice one level of nesting.
         return backend_rnn(
             step,
-            (sequences, *noises),
+            packed,
             initial_state,
             go_backwards=self.go_backwards,
             mask=mask,

@@ -96,7 +96,10 @@ class TiedEmbedding(keras.layers.Embedding):
 
     @property
     def variable_serialization_spec(self):
-        # Embedding saves only the variables named here; add ours.
+        # Embedding saves only the variables named here; add ours, where it
+        # exists (Keras < 3.15 fails on a listed name the layer lacks).
+        if not self.use_output_bias:
+            return super().variable_serialization_spec
         return {
             mode: [*names, "output_bias"]
             for mode, names in super().variable_serialization_spec.items()
