@@ -1,6 +1,6 @@
 """keras-rnnreg: regularization and optimization for recurrent networks in Keras 3."""
 
-from keras_rnnreg import callbacks, layers, losses, metrics, optimizers
+from keras_rnnreg import callbacks, layers, losses, metrics, models, optimizers
 from keras_rnnreg import noise
 from keras_rnnreg import data
 from keras_rnnreg.layers import (

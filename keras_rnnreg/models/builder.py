@@ -1,0 +1,365 @@
+"""`language_model`: word-level RNN language models assembled from the library's parts."""
+
+import types
+
+import keras
+
+from keras_rnnreg._validation import (
+    check_bool,
+    check_choice,
+    check_non_negative,
+    check_positive_int,
+    check_rate,
+    check_real,
+    check_seed,
+)
+from keras_rnnreg.layers import (
+    ARTARRegularizer,
+    EmbeddingDropout,
+    LockedDropout,
+    NoisinGRU,
+    NoisinLSTM,
+    WeightDropGRU,
+    WeightDropLSTM,
+)
+from keras_rnnreg.models.initializers import (
+    check_initialization,
+    decoder_initializers,
+    derive_seed,
+    embedding_initializer,
+    recurrent_initializers,
+    uniform,
+)
+from keras_rnnreg.noise import _check_noise
+
+#: The builder's arguments and their values when no preset is given: a plain
+#: two-layer LSTM language model of Zaremba et al.'s small size (2 x 200,
+#: embedding 200, untied), every regularizer off, the papers' initialization.
+DEFAULT_ARGUMENTS = types.MappingProxyType(
+    {
+        "embedding_size": 200,
+        "hidden_size": 200,
+        "num_layers": 2,
+        "cell": "lstm",
+        "weight_dropout": 0.0,
+        "noise": None,
+        "noise_level": 0.5,
+        "embedding_dropout": 0.0,
+        "input_dropout": 0.0,
+        "hidden_dropout": 0.0,
+        "output_dropout": 0.0,
+        "dropout_type": "locked",
+        "tie_weights": False,
+        "alpha": 0.0,
+        "beta": 0.0,
+        "stateful": False,
+        "batch_size": None,
+        "initialization": "paper",
+        "seed": None,
+        "name": None,
+    }
+)
+
+CELLS = ("lstm", "gru")
+DROPOUT_TYPES = ("locked", "standard")
+# The parts of a model that draw random numbers; each gets its own seed,
+# derive_seed(seed, part[, layer index]).
+(_EMBEDDING, _EMBEDDING_MASK, _INPUT_DROPOUT, _LAYER_WEIGHTS, _LAYER_MASKS,
+ _HIDDEN_DROPOUT, _OUTPUT_DROPOUT, _DECODER) = range(8)
+_RATES = (
+    "weight_dropout",
+    "embedding_dropout",
+    "input_dropout",
+    "hidden_dropout",
+    "output_dropout",
+)
+
+
+def _check_names(arguments):
+    unknown = sorted(set(arguments) - set(DEFAULT_ARGUMENTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown language_model argument(s): {', '.join(unknown)}. "
+            f"Valid arguments: {', '.join(DEFAULT_ARGUMENTS)}"
+        )
+
+
+def _resolve_preset(preset):
+    # Imported here: presets build their models with this module.
+    from keras_rnnreg.models.presets import Preset, get_preset
+
+    if preset is None or isinstance(preset, Preset):
+        return preset
+    if isinstance(preset, str):
+        return get_preset(preset)
+    raise TypeError(
+        "Argument `preset` must be None, a preset name or a Preset. "
+        f"Received: preset={preset!r} of type {type(preset).__name__}"
+    )
+
+
+def resolve_arguments(preset=None, **overrides):
+    """The builder arguments `language_model(..., preset, **overrides)` uses.
+
+    Defaults (`DEFAULT_ARGUMENTS`), replaced by the preset's model
+    arguments, replaced by `overrides`; then validated. A stateful preset
+    supplies its recipe's batch size, which is dropped again if `overrides`
+    turn `stateful` off without naming a `batch_size`.
+
+    Returns:
+        A dict with every name of `DEFAULT_ARGUMENTS`, validated, plus
+        `hidden_sizes`: the list of each layer's units.
+    """
+    _check_names(overrides)
+    preset = _resolve_preset(preset)
+    arguments = dict(DEFAULT_ARGUMENTS)
+    if preset is not None:
+        arguments.update(preset.model_defaults())
+    arguments.update(overrides)
+    if not arguments["stateful"] and "batch_size" not in overrides:
+        arguments["batch_size"] = None
+    return _check_arguments(arguments, explicit=set(overrides))
+
+
+def _hidden_sizes(arguments, explicit):
+    num_layers = check_positive_int("num_layers", arguments["num_layers"])
+    embedding_size = arguments["embedding_size"]
+    hidden = arguments["hidden_size"]
+    if not isinstance(hidden, (list, tuple)):
+        sizes = [check_positive_int("hidden_size", hidden)] * num_layers
+        if arguments["tie_weights"]:
+            # AWD-LSTM §4.5: only the last layer's size is tied to the embedding.
+            sizes[-1] = embedding_size
+        return sizes
+    sizes = [check_positive_int(f"hidden_size[{i}]", h) for i, h in enumerate(hidden)]
+    if not sizes:
+        raise ValueError("Argument `hidden_size` must not be an empty list.")
+    if "num_layers" in explicit and num_layers != len(sizes):
+        raise ValueError(
+            f"Argument `hidden_size` lists {len(sizes)} layer sizes but "
+            f"num_layers={num_layers}. Give one size per layer, or omit `num_layers`."
+        )
+    if arguments["tie_weights"] and sizes[-1] != embedding_size:
+        raise ValueError(
+            "With tie_weights=True the softmax reuses the embedding matrix, so "
+            "the last recurrent layer's size must equal the embedding size "
+            f"(AWD-LSTM §4.5). Received: last hidden size {sizes[-1]} "
+            f"(hidden_size={list(sizes)}) and embedding_size={embedding_size}"
+        )
+    return sizes
+
+
+def _check_arguments(arguments, explicit=()):
+    checked = dict(arguments)
+    checked["embedding_size"] = check_positive_int("embedding_size", arguments["embedding_size"])
+    checked["tie_weights"] = check_bool("tie_weights", arguments["tie_weights"])
+    checked["hidden_sizes"] = _hidden_sizes(checked, explicit)
+    checked["num_layers"] = len(checked["hidden_sizes"])
+    check_choice("cell", arguments["cell"], CELLS)
+    check_choice("dropout_type", arguments["dropout_type"], DROPOUT_TYPES)
+    for name in _RATES:
+        checked[name] = check_rate(name, arguments[name])
+    checked["alpha"] = check_non_negative("alpha", arguments["alpha"])
+    checked["beta"] = check_non_negative("beta", arguments["beta"])
+    if arguments["noise"] is not None:
+        # The domain of γ depends on the distribution; without noise it is unused.
+        checked["noise_level"] = check_real("noise_level", arguments["noise_level"])
+        _check_noise(arguments["noise"], checked["noise_level"])
+        if checked["weight_dropout"] > 0:
+            raise ValueError(
+                "Noisin layers (noise is set) have no weight drop: set "
+                f"weight_dropout=0. Received: noise={arguments['noise']!r}, "
+                f"weight_dropout={checked['weight_dropout']}"
+            )
+    checked["stateful"] = check_bool("stateful", arguments["stateful"])
+    if arguments["batch_size"] is not None:
+        checked["batch_size"] = check_positive_int("batch_size", arguments["batch_size"])
+    elif checked["stateful"]:
+        raise ValueError(
+            "A stateful model carries one state per row of the batch, so it "
+            "needs a fixed `batch_size`. Received: stateful=True, batch_size=None"
+        )
+    checked["initialization"] = check_initialization(arguments["initialization"])
+    checked["seed"] = check_seed(arguments["seed"])
+    if arguments["name"] is not None and not isinstance(arguments["name"], str):
+        raise TypeError(f"Argument `name` must be a str. Received: name={arguments['name']!r}")
+    return checked
+
+
+def _dropout(kind, rate, seed, name):
+    if rate == 0.0:
+        return lambda x: x
+    if kind == "locked":
+        return LockedDropout(rate, seed=seed, name=name)
+    return keras.layers.Dropout(rate, seed=seed, name=name)
+
+
+def _recurrent_layer(config, index, units):
+    cell = config["cell"]
+    seed = config["seed"]
+    initializers = recurrent_initializers(
+        config["initialization"],
+        units,
+        cell=cell,
+        # Noisin §5: "All the biases were initialized to 0."
+        zero_bias=config["noise"] is not None,
+        seed=derive_seed(seed, _LAYER_WEIGHTS, index),
+    )
+    common = {
+        "return_sequences": True,
+        "stateful": config["stateful"],
+        "seed": derive_seed(seed, _LAYER_MASKS, index),
+        "name": f"{cell}_{index + 1}",
+        **initializers,
+    }
+    if config["noise"] is not None:
+        layer = NoisinLSTM if cell == "lstm" else NoisinGRU
+        return layer(units, noise=config["noise"], noise_level=config["noise_level"], **common)
+    # Also for weight_dropout=0: WeightDropLSTM/GRU carry a stateful model's
+    # state between fit batches on JAX, where Keras's own layers do not.
+    layer = WeightDropLSTM if cell == "lstm" else WeightDropGRU
+    return layer(units, weight_dropout=config["weight_dropout"], **common)
+
+
+def language_model(vocab_size, preset=None, **overrides):
+    """A word-level recurrent language model with the papers' regularizers.
+
+    Assembles, as a functional `keras.Model` from the library's layers,
+
+        tokens -> EmbeddingDropout -> dropout (input_dropout)
+               -> [recurrent layer -> dropout (hidden_dropout)] x (num_layers - 1)
+               -> recurrent layer -> dropout (output_dropout)
+               -> ARTARRegularizer([h, dropped_h])     (if alpha or beta > 0)
+               -> softmax logits: the embedding's reverse call (tied) or a Dense
+
+    which covers the models of Zaremba et al. (2014; standard dropout on the
+    non-recurrent connections only), AR/TAR (Merity, McCann & Socher 2017,
+    §3), Noisin (Dieng et al. 2018, §5: noise on every layer's hidden state)
+    and AWD-LSTM (Merity, Keskar & Socher 2017, §2 and §4: weight drop,
+    locked dropout, embedding dropout, weight tying with an independent
+    embedding size, AR/TAR on the last layer). The recurrent layers are
+    `WeightDropLSTM`/`WeightDropGRU` (`NoisinLSTM`/`NoisinGRU` when `noise`
+    is set), with `return_sequences=True`.
+
+    With `tie_weights=True` the softmax reuses the embedding matrix (AWD-LSTM
+    §4.4) and adds a per-word bias, as AWD-LSTM's decoder does, so the last
+    recurrent layer's size is the embedding size; the other layers keep
+    `hidden_size` (§4.5).
+
+    Initialization ("paper", the default) follows AWD-LSTM §5, AR/TAR §3
+    and Noisin §5: embeddings U(-0.1, 0.1); each recurrent layer's kernel,
+    recurrent kernel and bias U(-1/√H, 1/√H) with H that layer's units, no
+    forget-gate bias of 1 (PyTorch's LSTM default, which the papers' code
+    used); with `noise`, biases 0 (Noisin §5). The softmax is initialized
+    as in AWD-LSTM's reference code: bias 0, an untied decoder's weights
+    U(-0.1, 0.1). "keras" keeps every layer's Keras defaults; a float s
+    draws every weight, biases included (the tied softmax bias too), from
+    U(-s, s) (Zaremba et al. §4). The papers' learning rates assume their
+    initialization: see docs/models.md for the measured difference.
+
+    Arguments come from `DEFAULT_ARGUMENTS`, replaced by the preset's model
+    arguments, replaced by `overrides`.
+
+    Args:
+        vocab_size: Int >= 2, the number of word types.
+        preset: None, a preset name (`keras_rnnreg.models.list_presets()`)
+            or a `Preset`, which supplies defaults for every argument below,
+            including its recipe's `batch_size` and `seed`.
+        **overrides: Any of (defaults without a preset in brackets):
+            embedding_size: Int (200).
+            hidden_size: Int, or a list with one size per layer (200).
+            num_layers: Int >= 1 (2); inferred from a `hidden_size` list.
+            cell: "lstm" or "gru" ("lstm").
+            weight_dropout: DropConnect rate on the recurrent kernel
+                (AWD-LSTM §2) (0). Must be 0 with `noise`.
+            noise: None or a Noisin distribution ("bernoulli", "gaussian",
+                ..., `keras_rnnreg.noise.DISTRIBUTIONS`): every recurrent
+                layer is then a Noisin layer with multiplicative noise (None).
+            noise_level: γ, the spread of the noise (0.5); unused without
+                `noise`.
+            embedding_dropout: Fraction of word types dropped (AWD §4.3) (0).
+            input_dropout: Dropout on the embedding output (AWD's dropouti) (0).
+            hidden_dropout: Dropout between recurrent layers (dropouth) (0).
+            output_dropout: Dropout on the last layer's output (dropout) (0).
+            dropout_type: "locked" (`LockedDropout`, one mask per sequence,
+                AWD §4.2) or "standard" (`keras.layers.Dropout`, a fresh
+                mask per step, Zaremba et al.) ("locked").
+            tie_weights: Bool (False).
+            alpha, beta: AR and TAR coefficients on the last layer (0, 0).
+            stateful: Bool; carry each row's state to the next batch, for
+                truncated BPTT over a stream (False).
+            batch_size: Int, required when stateful (None).
+            initialization: "paper", "keras" or a positive float ("paper").
+            seed: Optional int making initialization and masks reproducible;
+                each part of the model gets its own seed derived from it (None).
+            name: Optional model name (the preset's name, else "language_model").
+
+    Returns:
+        A `keras.Model` from int token ids `(batch, time)` to logits
+        `(batch, time, vocab_size)` in the compute dtype (float16/bfloat16
+        under mixed precision; `TokenCrossEntropy` computes in float32).
+
+    Raises:
+        ValueError: For an unknown argument name (listing the valid ones), a
+            tied model whose explicit last hidden size differs from the
+            embedding size, a rate outside [0, 1), a size < 1, `vocab_size`
+            < 2, a stateful model without `batch_size`, ...
+
+    Example:
+
+    ```python
+    model = language_model(10000, preset="awd-lstm")       # AWD-LSTM, PTB
+    model = language_model(10000, hidden_size=650, embedding_size=650,
+                           num_layers=2, tie_weights=True, alpha=5.0, beta=2.0,
+                           input_dropout=0.5, hidden_dropout=0.4,
+                           output_dropout=0.5, dropout_type="standard")
+    logits = model(keras.ops.ones((2, 35), dtype="int32"))  # (2, 35, 10000)
+    ```
+    """
+    vocab_size = check_positive_int("vocab_size", vocab_size, minimum=2)
+    config = resolve_arguments(preset, **overrides)
+    seed = config["seed"]
+    initialization = config["initialization"]
+
+    def dropout(rate, name, *part):
+        return _dropout(config["dropout_type"], rate, derive_seed(seed, *part), name)
+
+    tokens = keras.Input(
+        shape=(None,), batch_size=config["batch_size"], dtype="int32", name="tokens"
+    )
+    embedding = EmbeddingDropout(
+        vocab_size,
+        config["embedding_size"],
+        rate=config["embedding_dropout"],
+        seed=derive_seed(seed, _EMBEDDING_MASK),
+        use_output_bias=config["tie_weights"],
+        embeddings_initializer=embedding_initializer(initialization, derive_seed(seed, _EMBEDDING)),
+        name="embedding",
+    )
+    x = dropout(config["input_dropout"], "input_dropout", _INPUT_DROPOUT)(embedding(tokens))
+    sizes = config["hidden_sizes"]
+    for index, units in enumerate(sizes):
+        h = _recurrent_layer(config, index, units)(x)
+        if index < len(sizes) - 1:
+            name = f"hidden_dropout_{index + 1}"
+            x = dropout(config["hidden_dropout"], name, _HIDDEN_DROPOUT, index)(h)
+    dropped_h = dropout(config["output_dropout"], "output_dropout", _OUTPUT_DROPOUT)(h)
+    if config["alpha"] > 0 or config["beta"] > 0:
+        # AR reads the dropped output m ⊙ h, TAR the raw h (AWD-LSTM §4.6).
+        dropped_h = ARTARRegularizer(
+            config["alpha"], config["beta"], name="activation_regularization"
+        )([h, dropped_h])
+    if config["tie_weights"]:
+        logits = embedding(dropped_h, reverse=True)
+        if isinstance(initialization, float):
+            # TiedEmbedding starts its bias at 0; Zaremba's scheme draws every
+            # parameter, this one too.
+            bias = uniform(initialization, derive_seed(seed, _DECODER))((vocab_size,))
+            embedding.output_bias.assign(bias)
+    else:
+        logits = keras.layers.Dense(
+            vocab_size,
+            name="decoder",
+            **decoder_initializers(initialization, derive_seed(seed, _DECODER)),
+        )(dropped_h)
+    return keras.Model(tokens, logits, name=config["name"] or "language_model")
