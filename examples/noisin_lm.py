@@ -14,7 +14,13 @@ to a synthetic corpus, so that it always runs.
 
 The defaults are a small, quick run (a slice of PTB, 200 units, a few
 epochs: a few minutes on a 2-core CPU) that shows the mechanics, not the
-paper's numbers; for those use the medium setting, e.g.
+paper's numbers. The comparison is fair (both models share everything but
+the noise), but it is not the paper's recipe: the LSTMs and the softmax keep
+Keras's default initializers (only the embedding is U(-0.1, 0.1)), where
+Noisin §5 initializes every weight U(-1/sqrt(H), 1/sqrt(H)) with zero biases,
+and it uses plain SGD where the paper uses ASGD. For the paper's model and
+recipe use the `noisin-medium-dropout` preset of `keras_rnnreg.models`
+(docs/models.md). A larger run of this script:
 
     KERAS_BACKEND=jax python examples/noisin_lm.py --train-tokens 0 \\
         --valid-tokens 0 --units 650 --epochs 39 --noise-level 0.8
