@@ -275,7 +275,9 @@ def train(
     eval_batch_size=None,
     seed=None,
     preset=None,
+    device="cpu",
     log=print,
+    stop=None,
     **overrides,
 ):
     """Trains the reference AWD-LSTM and validates after every epoch.
@@ -290,7 +292,9 @@ def train(
             sides see the same validation windows).
         seed: Torch/NumPy seed; default the preset's (1111).
         preset: A keras_rnnreg `Preset`; default `awd-lstm-cpu`.
+        device: torch device to train on ("cpu", "cuda").
         log: Called with one line per epoch (None: silent).
+        stop: Optional callable, given each epoch's record; True ends training.
         **overrides: Builder arguments changed from the preset, e.g.
             `weight_dropout=0.0`, `alpha=0.0, beta=0.0`.
 
@@ -314,9 +318,9 @@ def train(
     rng = np.random.default_rng(seed)
 
     batch_size, bptt = config["batch_size"], config["bptt"]
-    train_data = batchify(train_ids, batch_size)
-    valid_data = batchify(valid_ids, eval_batch_size or batch_size)
-    model = AWDLSTM(vocab_size, config)
+    train_data = batchify(train_ids, batch_size).to(device)
+    valid_data = batchify(valid_ids, eval_batch_size or batch_size).to(device)
+    model = AWDLSTM(vocab_size, config).to(device)
     base_lr = config["learning_rate"]
     optimizer = torch.optim.SGD(
         model.parameters(), lr=base_lr, weight_decay=config["weight_decay"]
@@ -352,8 +356,10 @@ def train(
             if config["clipnorm"]:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config["clipnorm"])
             optimizer.step()
-            loss_sum += loss.item() * targets.numel()
+            # A device tensor: no host sync per batch on a GPU.
+            loss_sum = loss_sum + loss.detach() * targets.numel()
             token_count += targets.numel()
+        loss_sum = float(loss_sum)
         train_seconds = time.perf_counter() - start
         valid_ppl = evaluate(model, valid_data, bptt, eval_batch_size or batch_size)
         wall = time.perf_counter() - start
@@ -372,6 +378,8 @@ def train(
                 f"{record['tokens_per_second']:.0f} tokens/s, wall {wall:.1f} s "
                 f"(train ppl {math.exp(record['train_loss']):.2f})"
             )
+        if stop is not None and stop(record):
+            break
     return history
 
 

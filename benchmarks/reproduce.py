@@ -61,7 +61,14 @@ def _parse(argv=None):
     )
     parser.add_argument("--side", choices=("keras", "reference"), default="keras",
                         help="keras_rnnreg on $KERAS_BACKEND, or the PyTorch reference")
+    parser.add_argument("--preset", default=PRESET_NAME, choices=("awd-lstm-cpu", "awd-lstm"),
+                        help="awd-lstm-cpu (CPU scale) or the paper-size awd-lstm (GPU)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds: start no epoch that would end after this "
+                             "(judged by the last epoch's wall time)")
+    parser.add_argument("--json", default=None,
+                        help="also write the per-epoch records to this JSON file")
     parser.add_argument("--train-tokens", type=int, default=None,
                         help="train on this prefix of the training split (smoke tests)")
     parser.add_argument("--initialization", default="paper",
@@ -88,6 +95,23 @@ def _parse(argv=None):
     return args
 
 
+def _accelerator():
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
 def _list_variants():
     print("Ablation variants (--variant NAME), overrides of the awd-lstm-cpu preset:")
     for name, overrides in VARIANTS.items():
@@ -100,7 +124,7 @@ def _run_keras(args, corpus, log):
 
     from keras_rnnreg.models import get_preset
 
-    preset = get_preset(PRESET_NAME)
+    preset = get_preset(args.preset)
     if args.seed is not None:
         preset = preset.replace(seed=args.seed)
     keras.utils.set_random_seed(preset.seed if preset.seed is not None else 0)
@@ -136,6 +160,9 @@ def _run_keras(args, corpus, log):
                 "train_perplexity": float(logs.get("perplexity", float("nan"))),
             }
             history.append(record)
+            _dump(args, history)
+            if _out_of_time(args, record["wall_seconds"]):
+                self.model.stop_training = True
             log(
                 f"epoch {record['epoch']}: valid ppl {record['valid_perplexity']:.2f} "
                 f"(exp val_loss {record['valid_perplexity_from_loss']:.2f}), "
@@ -151,7 +178,17 @@ def _run_keras(args, corpus, log):
 
 def _run_reference(args, corpus, log):
     sys.path.insert(0, HERE)
+    import torch
     from reference_awd_lstm import train
+
+    from keras_rnnreg.models import get_preset
+
+    history = []
+
+    def stop(record):
+        history.append(record)
+        _dump(args, history)
+        return _out_of_time(args, record["wall_seconds"])
 
     return train(
         args.epochs,
@@ -160,9 +197,32 @@ def _run_reference(args, corpus, log):
         vocab_size=len(corpus.vocab),
         train_tokens=args.train_tokens,
         seed=args.seed,
+        preset=get_preset(args.preset),
+        device="cuda" if torch.cuda.is_available() else "cpu",
         log=log,
+        stop=stop,
         **VARIANTS[args.variant],
     )
+
+
+_START = time.perf_counter()
+
+
+def _out_of_time(args, last_epoch_seconds):
+    if args.time_budget is None:
+        return False
+    return time.perf_counter() - _START + last_epoch_seconds > args.time_budget
+
+
+def _dump(args, history):
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump({"preset": args.preset, "side": args.side, "variant": args.variant,
+                       "initialization": args.initialization,
+                       "backend": os.environ.get("KERAS_BACKEND"),
+                       "history": history}, f, indent=1)
 
 
 def main(argv=None):
@@ -176,18 +236,20 @@ def main(argv=None):
         os.environ.setdefault("KERAS_BACKEND", "torch")
         import torch
 
-        side = f"reference (torch {torch.__version__}, {torch.get_num_threads()} threads)"
+        where = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                 else f"{torch.get_num_threads()} threads")
+        side = f"reference (torch {torch.__version__}, {where})"
     else:
         import keras
 
-        side = f"keras_rnnreg ({keras.backend.backend()} backend, keras {keras.__version__})"
+        side = f"keras_rnnreg ({keras.backend.backend()} backend, keras {keras.__version__}, {_accelerator()})"
     from keras_rnnreg.data import load_ptb
 
     corpus = load_ptb(args.data)
     tokens = args.train_tokens or len(corpus.train)
     init = args.initialization if args.side == "keras" else "paper"
     print(
-        f"# {PRESET_NAME} on PTB: {side}; variant {args.variant}; init {init}; "
+        f"# {args.preset} on PTB: {side}; variant {args.variant}; init {init}; "
         f"{min(tokens, len(corpus.train))} training tokens; {args.epochs} epoch(s); "
         f"{platform.node()} {os.cpu_count()} CPUs; "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",

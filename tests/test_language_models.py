@@ -57,16 +57,21 @@ def expected_parameters(vocab, embedding, sizes, tied, gates=4):
 
 def assert_uniform(values, bound, name):
     """max |w| <= bound and close to it; mean, std and quartile shares those
-    of U(-bound, bound), within 4 standard errors of a sample of this size."""
+    of U(-bound, bound), within 5 standard errors of a sample of this size.
+
+    5, not 4: a model has dozens of weights, each checked on six statistics,
+    and 4 standard errors failed once in a few hundred seeds (seen on a GPU's
+    torch generator, a 4.1-sigma quartile of a 300-element bias)."""
     values = np.ravel(values)
     n = values.size
     largest = np.abs(values).max()
     assert largest <= bound * (1 + 1e-6), name
     assert largest >= bound * (1 - 10 / n), name  # P(fails) = (1 - 10/n)^n < 1e-4
-    assert abs(values.mean()) < 4 * bound / math.sqrt(3 * n), name
-    assert values.std() == pytest.approx(bound / math.sqrt(3), rel=1.8 / math.sqrt(n)), name
+    assert abs(values.mean()) < 5 * bound / math.sqrt(3 * n), name
+    # std of the sample std of U(-b, b): (b/sqrt(3)) * sqrt(1/(5n)) ~ 0.45/sqrt(n) relative.
+    assert values.std() == pytest.approx(bound / math.sqrt(3), rel=2.25 / math.sqrt(n)), name
     shares = np.histogram(values, bins=4, range=(-bound, bound))[0] / n
-    np.testing.assert_allclose(shares, 0.25, atol=4 * math.sqrt(3 / 16 / n), err_msg=name)
+    np.testing.assert_allclose(shares, 0.25, atol=5 * math.sqrt(3 / 16 / n), err_msg=name)
 
 
 # ------------------------------------------------------------------ presets
