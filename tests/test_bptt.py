@@ -191,11 +191,15 @@ def test_sequence_lengths_come_from_the_samplers_and_its_own_generator():
     # the count from a generator apart from the epochs' one (seeded [seed, 1])
     count = most_frequent_batch_count(np.random.default_rng([3, 1]), 600, 12, s=4.0)
     assert sequence.num_batches == count
-    epochs = np.random.default_rng(3)
-    for _ in range(3):
-        expected = draw_epoch_bounds(epochs, 600, count, 12, s=4.0)
+    for epoch in range(3):
+        # epoch e's lengths from its own generator, seeded [seed, 2, e]
+        expected = draw_epoch_bounds(np.random.default_rng([3, 2, epoch]), 600, count, 12, s=4.0)
         np.testing.assert_array_equal(sequence.lengths, np.diff(expected))
         sequence.on_epoch_end()
+    sequence.set_epoch(1)  # what BPTTCallback does in a fit resumed at epoch 1
+    expected = draw_epoch_bounds(np.random.default_rng([3, 2, 1]), 600, count, 12, s=4.0)
+    np.testing.assert_array_equal(sequence.lengths, np.diff(expected))
+    assert sequence.epoch == 1
 
 
 @pytest.mark.parametrize(
@@ -387,7 +391,7 @@ def test_token_weights_make_evaluate_report_the_mean_over_tokens():
 # ------------------------------------------------------ traces / compiles
 def test_one_trace_on_tensorflow_one_compile_per_length_on_jax():
     tokens = np.random.default_rng(4).integers(0, 11, size=2 * 121)
-    sequence = BPTTSequence(tokens, 2, bptt=8, s=2.5, min_length=1, seed=6)
+    sequence = BPTTSequence(tokens, 2, bptt=8, s=2.5, min_length=1, seed=7)  # 10 distinct lengths in epoch 0
     model = bigram_lm()
     model.compile(keras.optimizers.SGD(0.1), LOSS)
     traces = []

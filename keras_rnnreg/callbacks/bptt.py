@@ -115,6 +115,9 @@ class BPTTCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         model = self.model
+        if hasattr(self.sequence, "set_epoch"):
+            # Keras's epoch index decides the lengths, also in a resumed fit.
+            self.sequence.set_epoch(epoch)
         if self.reset_states:
             reset_rnn_states(model)
         if self.scale_learning_rate:

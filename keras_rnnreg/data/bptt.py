@@ -197,7 +197,8 @@ class BPTTSequence(DataAdapter):
 
         if seed is None:
             seed = int(np.random.randint(2**31 - 1))
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._epoch = 0
         if self.variable_length:
             self._num_batches = most_frequent_batch_count(
                 np.random.default_rng([seed, 1]),  # apart from the epochs' stream
@@ -206,19 +207,25 @@ class BPTTSequence(DataAdapter):
             )
         else:
             self._num_batches = math.ceil(self._steps / self.bptt)
-        self._set_bounds(self._draw_bounds())
+        self._set_bounds(self._draw_bounds(0))
 
     # ------------------------------------------------------------- lengths
     @property
     def _distribution(self):
         return self.bptt, self.p, self.s, self.min_length, self.max_length
 
-    def _draw_bounds(self):
-        """The next epoch's boundaries `[0, t_1, ..., steps]`."""
+    def _draw_bounds(self, epoch):
+        """Epoch `epoch`'s boundaries `[0, t_1, ..., steps]`."""
         if not self.variable_length:
             return np.minimum(np.arange(self.num_batches + 1) * self.bptt, self._steps)
+        # One generator per epoch, seeded [seed, 2, epoch]: an epoch's lengths
+        # depend on its index alone, so a run resumed at epoch k draws what
+        # the uninterrupted run drew.
         return draw_epoch_bounds(
-            self._rng, self._steps, self.num_batches, *self._distribution
+            np.random.default_rng([self._seed, 2, epoch]),
+            self._steps,
+            self.num_batches,
+            *self._distribution,
         )
 
     def _set_bounds(self, bounds):
@@ -272,11 +279,25 @@ class BPTTSequence(DataAdapter):
     def __iter__(self):
         return self._batches()
 
+    @property
+    def epoch(self):
+        """The index of the epoch whose lengths the sequence now serves."""
+        return self._epoch
+
+    def set_epoch(self, epoch):
+        """Serves epoch `epoch`'s lengths (a function of the seed and the
+        epoch alone). `BPTTCallback` calls it at each epoch start, so that a
+        `fit(initial_epoch=k)` resuming a run reads the lengths of epoch k."""
+        epoch = check_positive_int("epoch", epoch, minimum=0)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            if self.variable_length:
+                self._set_bounds(self._draw_bounds(epoch))
+
     def on_epoch_end(self):
-        """Draws the next epoch's lengths (Keras calls it after every epoch
-        and once before the first). A no-op for fixed-length sequences."""
-        if self.variable_length:
-            self._set_bounds(self._draw_bounds())
+        """Moves to the next epoch's lengths (Keras calls it after every
+        epoch). Fixed-length sequences keep theirs."""
+        self.set_epoch(self._epoch + 1)
 
     # ------------------------------------------------ Keras DataAdapter API
     def get_numpy_iterator(self):
