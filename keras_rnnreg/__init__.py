@@ -1,5 +1,9 @@
 """keras-rnnreg: regularization and optimization for recurrent networks in Keras 3."""
 
+from keras_rnnreg._startup import quiet_tensorflow_import
+
+quiet_tensorflow_import()  # only when started as the `keras-rnnreg` command
+
 from keras_rnnreg import callbacks, layers, losses, metrics, models, optimizers
 from keras_rnnreg import noise
 from keras_rnnreg import data

@@ -1,0 +1,260 @@
+"""A training run: a preset on a dataset, written to a run directory that
+`--resume` continues exactly.
+
+Run directory:
+
+    config.json      the run's configuration (dataset, preset, overrides, seed,
+                     epochs, backend, versions): what `--resume` rebuilds from
+    vocab.json       the vocabulary (id order), for `evaluate` and `generate`
+    checkpoint.npz   after every epoch (keras_rnnreg.app.checkpoint)
+    history.csv      one row per epoch (Keras's CSVLogger)
+    perplexity.png   train/valid perplexity per epoch, NT-ASGD's trigger, the oracle
+    model.keras      the final model (averaged weights once NT-ASGD triggered)
+    summary.json     valid/test perplexity, oracle, tokens/s, wall time
+    tensorboard/     with --tensorboard
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+
+import keras
+
+from keras_rnnreg._stateful import reset_rnn_states
+from keras_rnnreg.app.checkpoint import (
+    CheckpointError,
+    RunCheckpoint,
+    read_checkpoint,
+    restore_variables,
+)
+from keras_rnnreg.app.data import load_dataset
+from keras_rnnreg.models import get_preset
+
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.csv"
+PLOT_FILE = "perplexity.png"
+MODEL_FILE = "model.keras"
+SUMMARY_FILE = "summary.json"
+VOCAB_FILE = "vocab.json"
+
+#: The run with no flags (`make demo`): awd-lstm-cpu's recipe and
+#: regularizers, sized for the embedded synthetic corpus.
+SYNTHETIC_DEFAULT = {
+    "preset": "awd-lstm-cpu",
+    "overrides": {
+        "embedding_size": 64,
+        "hidden_size": 128,
+        "num_layers": 2,
+        "batch_size": 32,
+        "bptt": 35,
+    },
+    "epochs": 6,
+}
+DEFAULT_PRESET = "awd-lstm-cpu"
+
+
+def resolve_preset(config):
+    """The run's `Preset`: the named preset (or a preset file's), its
+    overrides applied, the run's seed."""
+    preset = get_preset(config["preset"])
+    overrides = dict(config.get("overrides") or {})
+    if config.get("seed") is not None:
+        overrides["seed"] = config["seed"]
+    return preset.replace(**overrides) if overrides else preset
+
+
+def preset_record(preset):
+    """A JSON-serializable record of a preset (its fields, model arguments)."""
+    record = dataclasses.asdict(preset)
+    record["model_arguments"] = dict(preset.model_arguments)
+    return record
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch: perplexities beside the oracle, tokens/s, ETA."""
+
+    def __init__(self, epochs, tokens_per_epoch, oracle_perplexity=None, print_fn=print):
+        super().__init__()
+        self.epochs, self.tokens = epochs, tokens_per_epoch
+        self.oracle = oracle_perplexity
+        self.print_fn = print_fn
+        self.train_seconds = 0.0
+        self.epochs_timed = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+        self.train_end = None
+
+    def on_test_begin(self, logs=None):
+        if self.train_end is None:
+            self.train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        end = time.perf_counter()
+        train = (self.train_end or end) - self.start
+        self.train_seconds += train
+        self.epochs_timed += 1
+        left = (self.epochs - epoch - 1) * (end - self.start)
+        parts = [f"epoch {epoch + 1}/{self.epochs}"]
+        if "perplexity" in logs:
+            parts.append(f"train ppl {logs['perplexity']:.2f}")
+        if "val_perplexity" in logs:
+            valid = f"valid ppl {logs['val_perplexity']:.2f}"
+            if self.oracle:
+                valid += f" (oracle {self.oracle:.2f})"
+            parts.append(valid)
+        parts.append(f"{self.tokens / train:,.0f} tokens/s")
+        if logs.get("averaging_start", -1) >= 0:  # -1: not started
+            parts.append("averaging (NT-ASGD)")
+        if left > 0:
+            parts.append(f"ETA {_duration(left)}")
+        self.print_fn(" | ".join(parts))
+
+    @property
+    def tokens_per_second(self):
+        return self.tokens * self.epochs_timed / self.train_seconds if self.train_seconds else None
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _truncate_history(path, epochs_done):
+    """Keeps the CSV rows of the epochs a checkpoint holds (a process killed
+    after logging an epoch but before checkpointing it logs it again)."""
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
+    with open(path, "w", newline="") as file:
+        csv.writer(file).writerows(kept)
+
+
+def evaluate_perplexity(model, sequence):
+    """exp of the token-mean cross-entropy over `sequence` (fixed windows,
+    token weights), states reset at the start and carried through."""
+    reset_rnn_states(model)
+    results = model.evaluate(sequence, verbose=0, return_dict=True)
+    return math.exp(results["loss"]) if "perplexity" not in results else float(results["perplexity"])
+
+
+def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensorboard=False,
+              dataset=None):
+    """Trains (or resumes) the run `config` in `directory`; returns the summary dict.
+
+    `dataset`: the `(corpus, oracle)` of `load_dataset(config["dataset"])`
+    if already loaded."""
+    started = time.perf_counter()
+    corpus, oracle = dataset or load_dataset(config["dataset"])
+    oracle_perplexity = math.exp(oracle["test"]) if oracle else None
+    oracle_valid = math.exp(oracle["valid"]) if oracle else None
+    preset = resolve_preset(config)
+    epochs = config["epochs"]
+    keras.utils.set_random_seed(preset.seed if preset.seed is not None else 0)
+
+    model = preset.build(len(corpus.vocab))
+    preset.compile(model)
+    train, valid, test = preset.sequences(corpus.train, corpus.valid, corpus.test)
+    tokens_per_epoch = train.rows.shape[0] * (train.rows.shape[1] - 1)
+
+    initial_epoch, plateau_state, elapsed = 0, None, 0.0
+    if resume:
+        meta, values = read_checkpoint(directory)
+        restore_variables(model, values)
+        initial_epoch = meta["epochs_done"]
+        plateau_state = meta["plateau"]
+        elapsed = meta["extra"].get("wall_seconds", 0.0)
+        _truncate_history(os.path.join(directory, HISTORY_FILE), initial_epoch)
+        if initial_epoch >= epochs:
+            print_fn(f"Run already has {initial_epoch} epochs (--epochs {epochs}); evaluating.")
+    else:
+        with open(os.path.join(directory, VOCAB_FILE), "w") as file:
+            json.dump(list(corpus.vocab), file)
+
+    line = EpochLine(epochs, tokens_per_epoch, oracle_valid, print_fn)
+    callbacks = preset.callbacks(train)
+    callbacks.append(keras.callbacks.CSVLogger(os.path.join(directory, HISTORY_FILE), append=True))
+    callbacks.append(line)
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard")))
+    callbacks.append(
+        RunCheckpoint(
+            directory,
+            callbacks=list(callbacks),
+            plateau_state=plateau_state,
+            extra=lambda: {"wall_seconds": elapsed + time.perf_counter() - started},
+        )
+    )
+    if initial_epoch < epochs:
+        model.fit(
+            train,
+            validation_data=valid,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    valid_perplexity = evaluate_perplexity(model, valid)
+    test_perplexity = evaluate_perplexity(model, test)
+    model.save(os.path.join(directory, MODEL_FILE))
+    wall = elapsed + time.perf_counter() - started
+    summary = {
+        "dataset": config["dataset"]["name"],
+        "preset": preset.name,
+        "epochs": epochs,
+        "valid_perplexity": valid_perplexity,
+        "test_perplexity": test_perplexity,
+        "oracle_test_perplexity": oracle_perplexity,
+        "tokens_per_second": line.tokens_per_second,
+        "wall_seconds": wall,
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+    }
+    with open(os.path.join(directory, SUMMARY_FILE), "w") as file:
+        json.dump(summary, file, indent=1)
+    from keras_rnnreg.app.plot import plot_history
+
+    plot_history(os.path.join(directory, HISTORY_FILE), os.path.join(directory, PLOT_FILE),
+                 oracle_perplexity=oracle_valid, title=f"{preset.name} on {summary['dataset']}")
+    return summary
+
+
+def summary_line(summary):
+    parts = [f"valid ppl {summary['valid_perplexity']:.2f}",
+             f"test ppl {summary['test_perplexity']:.2f}"]
+    if summary.get("oracle_test_perplexity"):
+        parts[-1] += f" (oracle {summary['oracle_test_perplexity']:.2f}, "
+        parts[-1] += f"{summary['test_perplexity'] / summary['oracle_test_perplexity']:.3f}x)"
+    if summary.get("tokens_per_second"):
+        parts.append(f"{summary['tokens_per_second']:,.0f} tokens/s")
+    parts.append(f"wall {_duration(summary['wall_seconds'])}")
+    return f"{summary['preset']} on {summary['dataset']}: " + ", ".join(parts)
+
+
+def read_config(directory):
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Nothing to resume in {directory!r}: no {CONFIG_FILE}.")
+    with open(path) as file:
+        return json.load(file)
+
+
+def write_config(directory, config):
+    with open(os.path.join(directory, CONFIG_FILE), "w") as file:
+        json.dump(config, file, indent=1)

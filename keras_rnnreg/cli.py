@@ -1,0 +1,371 @@
+"""`keras-rnnreg`: train, evaluate, generate from, list and tune the papers'
+language models from the command line (also `python -m keras_rnnreg`).
+
+    keras-rnnreg train                          # the embedded synthetic corpus
+    keras-rnnreg train --dataset ptb --manual-dir ../shared/data/ptb --preset awd-lstm-cpu
+    keras-rnnreg train --resume runs/awd        # continues exactly
+    keras-rnnreg evaluate runs/awd [--cache]
+    keras-rnnreg generate runs/awd --length 40 --temperature 0.8
+    keras-rnnreg presets
+    keras-rnnreg tune --dataset synthetic --tuner random --max-trials 4
+
+Errors are one line on stderr and a non-zero exit (2 for bad usage, 1
+otherwise, 130 on Ctrl-C); `--debug` shows the traceback instead.
+"""
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _quiet_environment():
+    # TensorFlow's C++ start-up lines (no CUDA driver, CPU features) are noise
+    # to a user on a CPU machine; a user who wants them sets the variable.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+# ------------------------------------------------------------ overrides
+def _override_names():
+    from keras_rnnreg.models.builder import DEFAULT_ARGUMENTS
+
+    model = sorted(set(DEFAULT_ARGUMENTS) - {"name", "batch_size", "seed"})
+    recipe = ["optimizer", "learning_rate", "schedule", "decay_start", "decay_factor",
+              "clipnorm", "weight_decay", "batch_size", "bptt", "variable_bptt", "nonmono"]
+    return model + recipe
+
+
+def _value(text):
+    """A flag's value: int, float, bool, none, or the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "yes"):
+        return True
+    if lowered in ("false", "no"):
+        return False
+    if lowered in ("none", "off"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+# ------------------------------------------------------------ parser
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-rnnreg", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a preset on a dataset (or resume a run)")
+    data = train.add_argument_group("data")
+    data.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default=None,
+                      help="default: synthetic (the embedded corpus)")
+    data.add_argument("--data-dir", help="your corpus: a directory of train/valid/test text files")
+    for split in ("train", "valid", "test"):
+        data.add_argument(f"--{split}-file", help=f"--data-dir's {split} file name")
+    data.add_argument("--manual-dir", help="ptb/wikitext2: a directory holding the split files (offline)")
+    data.add_argument("--tfds-dir", help="ptb/wikitext2: where TensorFlow Datasets keeps its data")
+    data.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic corpus")
+    model = train.add_argument_group("model and recipe")
+    model.add_argument("--preset", help="a preset name (keras-rnnreg presets)")
+    model.add_argument("--preset-file", help="a preset file written by `keras-rnnreg tune`")
+    for name in _override_names():
+        model.add_argument("--" + name.replace("_", "-"), dest=f"override_{name}", type=_value,
+                           metavar="VALUE", help=argparse.SUPPRESS)
+    run = train.add_argument_group("run")
+    run.add_argument("--epochs", type=int, help="default: the preset's")
+    run.add_argument("--seed", type=int, help="default: the preset's (else 0)")
+    run.add_argument("--output", help="the run directory (default: runs/<preset>-<dataset>)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
+    run.add_argument("--backend", choices=BACKENDS, help="the Keras backend (default: KERAS_BACKEND)")
+    run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.epilog = ("Any model argument or recipe field is a flag: " +
+                    ", ".join("--" + n.replace("_", "-") for n in _override_names()))
+
+    evaluate = commands.add_parser("evaluate", help="test perplexity of a trained run")
+    evaluate.add_argument("run", help="a run directory (keras-rnnreg train --output)")
+    evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    evaluate.add_argument("--cache", action="store_true",
+                          help="also with the neural cache pointer (AWD-LSTM §7)")
+    evaluate.add_argument("--window", type=int, help="cache window (default: the dataset's tuned one)")
+    evaluate.add_argument("--lambd", type=float, help="cache mixture weight λ")
+    evaluate.add_argument("--theta", type=float, help="cache flatness θ")
+    evaluate.add_argument("--backend", choices=BACKENDS)
+
+    generate = commands.add_parser("generate", help="sample text from a trained run")
+    generate.add_argument("run")
+    generate.add_argument("--length", type=int, default=50)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--prompt", default="", help="words to start from")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--allow-unk", action="store_true")
+    generate.add_argument("--allow-eos", action="store_true")
+    generate.add_argument("--backend", choices=BACKENDS)
+
+    commands.add_parser("presets", help="list the presets")
+
+    tune = commands.add_parser("tune", help="keras-tuner search; writes a preset file")
+    tune.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default="synthetic")
+    tune.add_argument("--data-dir")
+    tune.add_argument("--manual-dir")
+    tune.add_argument("--tfds-dir")
+    tune.add_argument("--preset", default=None)
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
+    tune.add_argument("--max-trials", type=int, default=4)
+    tune.add_argument("--epochs", type=int, default=2, help="epochs per trial")
+    tune.add_argument("--output", default="tuning", help="directory of the search and the preset file")
+    tune.add_argument("--backend", choices=BACKENDS)
+    return parser
+
+
+# ------------------------------------------------------------ commands
+def _dataset_spec(args):
+    if args.data_dir:
+        if args.dataset:
+            raise CLIError("Give --dataset or --data-dir, not both.")
+        files = [getattr(args, f"{s}_file", None) for s in ("train", "valid", "test")]
+        if any(files) and not all(files):
+            raise CLIError("--train-file, --valid-file and --test-file go together.")
+        return {"name": "directory", "path": os.path.abspath(args.data_dir),
+                "files": files if all(files) else None}
+    name = args.dataset or "synthetic"
+    if name == "synthetic":
+        return {"name": "synthetic", "seed": getattr(args, "synthetic_seed", 0)}
+    return {"name": name, "manual_dir": args.manual_dir and os.path.abspath(args.manual_dir),
+            "tfds_dir": args.tfds_dir and os.path.abspath(args.tfds_dir)}
+
+
+def _train_config(args):
+    from keras_rnnreg.app import training
+
+    dataset = _dataset_spec(args)
+    overrides = {name: getattr(args, f"override_{name}") for name in _override_names()
+                 if getattr(args, f"override_{name}") is not None}
+    if args.preset and args.preset_file:
+        raise CLIError("Give --preset or --preset-file, not both.")
+    epochs = args.epochs
+    if args.preset_file:
+        try:
+            with open(args.preset_file) as file:
+                record = json.load(file)
+            preset, file_overrides = record["preset"], dict(record.get("overrides") or {})
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CLIError(f"--preset-file {args.preset_file!r} is not a preset file "
+                           f"written by `keras-rnnreg tune` ({error}).") from None
+        overrides = {**file_overrides, **overrides}
+        epochs = epochs or record.get("epochs")
+    elif args.preset:
+        preset = args.preset
+    elif dataset["name"] == "synthetic":
+        preset = training.SYNTHETIC_DEFAULT["preset"]
+        overrides = {**training.SYNTHETIC_DEFAULT["overrides"], **overrides}
+        epochs = epochs or training.SYNTHETIC_DEFAULT["epochs"]
+    else:
+        preset = training.DEFAULT_PRESET
+    from keras_rnnreg.models import get_preset
+
+    resolved = get_preset(preset)  # ValueError lists the valid names
+    config = {"dataset": dataset, "preset": preset, "overrides": overrides,
+              "seed": args.seed, "epochs": epochs or resolved.epochs}
+    training.resolve_preset(config)  # validates the overrides now, not after loading data
+    if config["epochs"] < 1:
+        raise CLIError(f"--epochs must be >= 1. Received: {config['epochs']}")
+    return config
+
+
+def cmd_train(args):
+    import keras
+
+    from keras_rnnreg.app import training
+    from keras_rnnreg.app.data import load_dataset
+
+    dataset = None
+    if args.resume:
+        directory = args.resume
+        config = training.read_config(directory)
+        given = [a for a in ("dataset", "data_dir", "preset", "preset_file", "seed", "output")
+                 if getattr(args, a, None)]
+        given += [n for n in _override_names() if getattr(args, f"override_{n}") is not None]
+        if given:
+            raise CLIError("--resume continues the run's own configuration; drop "
+                           + ", ".join("--" + g.replace("_", "-") for g in given)
+                           + " (only --epochs may change).")
+        if args.epochs:
+            config["epochs"] = args.epochs
+        if config.get("backend") and config["backend"] != keras.backend.backend():
+            raise CLIError(f"The run in {directory!r} was trained on the {config['backend']} "
+                           f"backend; resume it with --backend {config['backend']}.")
+    else:
+        config = _train_config(args)
+        directory = args.output or os.path.join(
+            "runs", f"{config['preset']}-{config['dataset']['name']}")
+        if os.path.exists(os.path.join(directory, training.CONFIG_FILE)):
+            raise CLIError(f"{directory!r} already holds a run: continue it with "
+                           f"--resume {directory}, or choose another --output.")
+        # The data is read (and checked) before the run directory exists.
+        dataset = load_dataset(config["dataset"])
+        os.makedirs(directory, exist_ok=True)
+        config["backend"] = keras.backend.backend()
+        config["keras"] = keras.__version__
+        training.write_config(directory, config)
+    if not args.quiet:
+        print(f"keras-rnnreg: {config['preset']} on {config['dataset']['name']}, "
+              f"{config['epochs']} epochs, {keras.backend.backend()} backend -> {directory}")
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    summary = training.train_run(config, directory, resume=bool(args.resume),
+                                 verbose=verbose, tensorboard=args.tensorboard, dataset=dataset)
+    training.write_config(directory, config)
+    print(training.summary_line(summary))
+    print(f"wrote {directory}/: model.keras, history.csv, {training.PLOT_FILE}, summary.json")
+    return 0
+
+
+def _load_run(directory):
+    import keras
+
+    from keras_rnnreg.app import training
+
+    config = training.read_config(directory)
+    path = os.path.join(directory, training.MODEL_FILE)
+    if not os.path.isfile(path):
+        raise CLIError(f"{directory!r} has no {training.MODEL_FILE}: the run has not finished "
+                       f"(continue it with keras-rnnreg train --resume {directory}).")
+    model = keras.saving.load_model(path)
+    with open(os.path.join(directory, training.VOCAB_FILE)) as file:
+        vocab = json.load(file)
+    return config, model, vocab
+
+
+def cmd_evaluate(args):
+    from keras_rnnreg.app import training
+    from keras_rnnreg.app.data import load_dataset
+
+    config, model, _ = _load_run(args.run)
+    corpus, oracle = load_dataset(config["dataset"])
+    preset = training.resolve_preset(config)
+    tokens = corpus.test if args.split == "test" else corpus.valid
+    _, sequence = preset.sequences(corpus.train, tokens)
+    perplexity = training.evaluate_perplexity(model, sequence)
+    line = f"{args.split} perplexity {perplexity:.2f}"
+    if oracle:
+        import math
+
+        line += f" (oracle {math.exp(oracle[args.split]):.2f})"
+    print(line)
+    if args.cache:
+        from keras_rnnreg import cache
+
+        name = config["dataset"]["name"]
+        defaults = dict(cache.NEURAL_CACHE_DEFAULTS.get(name, cache.NEURAL_CACHE_DEFAULTS["ptb"]))
+        for key in ("window", "lambd", "theta"):
+            if getattr(args, key) is not None:
+                defaults[key] = getattr(args, key)
+        result = cache.evaluate_with_cache(model, tokens, batch_size=preset.batch_size,
+                                           bptt=preset.bptt, **defaults)
+        print(f"{args.split} perplexity with the neural cache "
+              f"({', '.join(f'{k}={v}' for k, v in defaults.items())}): "
+              f"{result['perplexity_with_cache']:.2f} (without: {result['perplexity']:.2f})")
+    return 0
+
+
+def cmd_generate(args):
+    from keras_rnnreg.app.generate import sample_text
+
+    _, model, vocab = _load_run(args.run)
+    words = sample_text(model, vocab, prompt=args.prompt.split(), length=args.length,
+                        temperature=args.temperature, seed=args.seed,
+                        allow_unk=args.allow_unk, allow_eos=args.allow_eos)
+    text = " ".join(words).replace(" <eos> ", "\n").replace("<eos>", "\n")
+    print((args.prompt + " " if args.prompt else "") + text)
+    return 0
+
+
+def cmd_presets(args):
+    from keras_rnnreg.models import PRESETS
+
+    print(f"{'preset':24s} {'valid/test ppl':>15s}  model — paper")
+    for name, preset in PRESETS.items():
+        reported = (f"{preset.reported_valid_perplexity}/{preset.reported_test_perplexity}"
+                    if preset.reported_test_perplexity else
+                    (f"(twin of {preset.twin_of})" if preset.twin_of else "—"))
+        print(f"{name:24s} {reported:>15s}  {preset.description} — "
+              f"{preset.paper.split(',')[0]} {preset.section}")
+    return 0
+
+
+def cmd_tune(args):
+    from keras_rnnreg.app.tune import run_search
+
+    path = run_search(args, _dataset_spec(args))
+    print(f"best configuration written to {path}; train it with "
+          f"keras-rnnreg train --preset-file {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate,
+            "presets": cmd_presets, "tune": cmd_tune}
+
+
+def _select_backend(argv):
+    """Sets KERAS_BACKEND from --backend before Keras is imported; re-runs
+    the command when Keras is already loaded with another backend (the
+    package imports Keras, so `keras-rnnreg` has it loaded by now)."""
+    if "--backend" not in argv:
+        return
+    index = argv.index("--backend")
+    if index + 1 >= len(argv) or argv[index + 1] not in BACKENDS:
+        return  # argparse reports it
+    backend = argv[index + 1]
+    if os.environ.get("KERAS_BACKEND") == backend:
+        return
+    os.environ["KERAS_BACKEND"] = backend
+    if "keras" in sys.modules:
+        os.execv(sys.executable, [sys.executable, "-m", "keras_rnnreg", *argv])
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _quiet_environment()
+    _select_backend(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        where = getattr(args, "resume", None) or getattr(args, "output", None)
+        hint = f"; continue with keras-rnnreg train --resume {where}" if args.command == "train" and where else ""
+        print(f"keras-rnnreg: interrupted{hint}", file=sys.stderr)
+        return 130
+    except CLIError as error:
+        if args.debug:
+            raise
+        print(f"keras-rnnreg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, ImportError) as error:
+        if args.debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"keras-rnnreg {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

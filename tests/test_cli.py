@@ -1,0 +1,181 @@
+"""The keras-rnnreg command line end to end on a tiny corpus, on the
+current backend: train -> evaluate -> generate, exact resume after an
+interruption, and one clear line (no traceback) for each bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_rnnreg import cli
+from keras_rnnreg.app import training
+
+WORDS = "the cat sat on a mat and dog ran to big red house we saw".split()
+# A tiny model with fixed-length BPTT (one compiled shape on JAX).
+SMALL = ["--preset", "awd-lstm-cpu", "--hidden-size", "16", "--embedding-size", "8",
+         "--num-layers", "2", "--batch-size", "4", "--bptt", "10", "--variable-bptt", "false",
+         "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    for name, lines in (("train.txt", 120), ("valid.txt", 20), ("test.txt", 20)):
+        text = "\n".join(" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(lines))
+        (directory / name).write_text(text + "\n", encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run without --output writes runs/ here
+
+
+def run(argv, capsys):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def final_weights(directory):
+    model = keras.saving.load_model(os.path.join(directory, training.MODEL_FILE))
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_train_evaluate_generate(corpus_dir, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    status, out, err = run(["train", "--data-dir", corpus_dir, *SMALL, "--epochs", "2",
+                            "--output", out_dir], capsys)
+    assert status == 0, err
+    for name in ("config.json", "vocab.json", "history.csv", "model.keras", "summary.json",
+                 "checkpoint.npz", training.PLOT_FILE):
+        assert (out_dir / name).is_file(), name
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert 1 < summary["test_perplexity"] < 3 * len(WORDS)  # finite, near uniform after 2 short epochs
+    assert "test ppl" in out
+    rows = (out_dir / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + 2 epochs
+
+    status, out, err = run(["evaluate", out_dir], capsys)
+    assert status == 0, err
+    reported = float(out.split("test perplexity ")[1].split()[0])
+    assert reported == pytest.approx(summary["test_perplexity"], rel=1e-3)
+
+    status, out, err = run(["generate", out_dir, "--length", "12", "--seed", "1",
+                            "--prompt", "the cat"], capsys)
+    assert status == 0, err
+    words = out.split()
+    assert words[:2] == ["the", "cat"] and len(words) == 14
+    assert set(words) <= set(WORDS)  # never <unk>/<eos> unless asked
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Ctrl-C in the middle of the second epoch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == 1 and batch == 2:
+            raise KeyboardInterrupt
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_weights(
+        corpus_dir, tmp_path, capsys, monkeypatch):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    # ReduceLROnPlateau and NT-ASGD's averaging keep state across epochs: the
+    # recipe has both, the first with patience 0 so that it acts here.
+    recipe = [*SMALL, "--schedule", "plateau", "--decay-factor", "4", "--nonmono", "1",
+              "--epochs", "3", "--seed", "5"]
+    assert run(["train", "--data-dir", corpus_dir, *recipe, "--output", whole], capsys)[0] == 0
+
+    original = training.EpochLine.on_train_batch_end
+
+    def interrupting(self, batch, logs=None):
+        if getattr(self, "_epoch", 0) == 1 and batch == 2:
+            raise KeyboardInterrupt
+        return original(self, batch, logs)
+
+    original_begin = training.EpochLine.on_epoch_begin
+
+    def begin(self, epoch, logs=None):
+        self._epoch = epoch
+        return original_begin(self, epoch, logs)
+
+    monkeypatch.setattr(training.EpochLine, "on_train_batch_end", interrupting)
+    monkeypatch.setattr(training.EpochLine, "on_epoch_begin", begin)
+    status, out, err = run(["train", "--data-dir", corpus_dir, *recipe, "--output", parts], capsys)
+    assert status == 130 and f"--resume {parts}" in err and "Traceback" not in err
+    monkeypatch.undo()
+    status, out, err = run(["train", "--resume", parts, "--quiet"], capsys)
+    assert status == 0, err
+    for a, b in zip(final_weights(whole), final_weights(parts)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    history = (parts / "history.csv").read_text().strip().splitlines()
+    assert history == (whole / "history.csv").read_text().strip().splitlines()[:1] + history[1:]
+    assert len(history) == 4
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--preset", "nope"], "Valid presets: zaremba-small"),
+        (["train", "--data-dir", "/nonexistent/dir"], "is not a directory"),
+        (["train", "--resume", "/nonexistent/run"], "Nothing to resume"),
+        (["train", "--preset-file", "/nonexistent.json"], "is not a preset file"),
+        (["train", "--preset", "awd-lstm-cpu", "--hidden-sise", "3"], None),  # argparse
+        (["train", "--preset", "awd-lstm-cpu", "--weight-dropout", "1.5"], "weight_dropout"),
+        (["evaluate", "/nonexistent/run"], "Nothing to resume"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_nonzero_exit(argv, fragment, capsys):
+    try:
+        status, out, err = run(argv, capsys)
+    except SystemExit as exit:  # argparse's own usage error
+        assert fragment is None and exit.code == 2
+        assert "unrecognized arguments: --hidden-sise" in capsys.readouterr().err
+        return
+    assert status != 0
+    assert fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_data_directory_errors(tmp_path, capsys):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "train.txt").write_text("a b\n")
+    status, _, err = run(["train", "--data-dir", partial], capsys)
+    assert status == 1 and "must hold the three splits" in err and "train.txt" in err
+    for name, content, fragment in (("empty", b"", "is empty"),
+                                    ("latin1", "caf\xe9\n".encode("latin-1"), "is not UTF-8")):
+        directory = tmp_path / name
+        directory.mkdir()
+        for split in ("train.txt", "valid.txt", "test.txt"):
+            (directory / split).write_bytes(b"a b c\n")
+        (directory / "valid.txt").write_bytes(content)
+        status, _, err = run(["train", "--data-dir", directory], capsys)
+        assert status == 1 and fragment in err and "valid.txt" in err
+
+
+def test_resume_refuses_other_settings_and_finished_outputs(corpus_dir, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert run(["train", "--data-dir", corpus_dir, *SMALL, "--epochs", "1",
+                "--output", out_dir], capsys)[0] == 0
+    status, _, err = run(["train", "--resume", out_dir, "--hidden-size", "32"], capsys)
+    assert status == 2 and "--hidden-size" in err
+    status, _, err = run(["train", "--data-dir", corpus_dir, *SMALL, "--output", out_dir], capsys)
+    assert status == 2 and "already holds a run" in err
+
+
+def test_the_module_entry_point_prints_no_traceback():
+    env = dict(os.environ)
+    result = subprocess.run([sys.executable, "-m", "keras_rnnreg", "train", "--preset", "nope"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("keras-rnnreg train: error: Unknown preset")
