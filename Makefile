@@ -27,13 +27,16 @@ $(BIN)/.installed-demo-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	if [ "$*" = torch ]; then $(BIN)/python -m pip install -q torch==2.13.0; fi
-	$(BIN)/python -m pip install -q -e ".[$*]"
+	$(BIN)/python -m pip install -q -e ".[$*,plot]"
 	touch $@
 
 venv: $(BIN)/.installed
 
+# The main job: `keras-rnnreg train` with no flags (the embedded synthetic
+# corpus, a regularized model), into a fresh runs/demo-<backend>.
 demo: $(BIN)/.installed-demo-$(DEMO_BACKEND)
-	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/python examples/awd_lstm_demo.py
+	rm -rf runs/demo-$(DEMO_BACKEND)
+	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/keras-rnnreg train --output runs/demo-$(DEMO_BACKEND)
 
 # Only Keras itself, at the minimum version, shadows the venv's through
 # PYTHONPATH; its dependencies are the venv's.

@@ -278,7 +278,7 @@ def cmd_evaluate(args):
                                            bptt=preset.bptt, **defaults)
         print(f"{args.split} perplexity with the neural cache "
               f"({', '.join(f'{k}={v}' for k, v in defaults.items())}): "
-              f"{result['perplexity_with_cache']:.2f} (without: {result['perplexity']:.2f})")
+              f"{result.cache_perplexity:.2f} (without: {result.perplexity:.2f})")
     return 0
 
 

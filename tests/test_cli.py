@@ -66,6 +66,10 @@ def test_train_evaluate_generate(corpus_dir, tmp_path, capsys):
     reported = float(out.split("test perplexity ")[1].split()[0])
     assert reported == pytest.approx(summary["test_perplexity"], rel=1e-3)
 
+    status, out, err = run(["evaluate", out_dir, "--cache", "--window", "30"], capsys)
+    assert status == 0, err
+    assert "with the neural cache (window=30, lambd=0.1, theta=1.0)" in out
+
     status, out, err = run(["generate", out_dir, "--length", "12", "--seed", "1",
                             "--prompt", "the cat"], capsys)
     assert status == 0, err
@@ -74,15 +78,23 @@ def test_train_evaluate_generate(corpus_dir, tmp_path, capsys):
     assert set(words) <= set(WORDS)  # never <unk>/<eos> unless asked
 
 
-class Interrupt(keras.callbacks.Callback):
-    """Ctrl-C in the middle of the second epoch."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == 1 and batch == 2:
-            raise KeyboardInterrupt
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+def test_wikitext2_through_tfds_from_a_manual_directory(corpus_dir, tmp_path, capsys):
+    pytest.importorskip("tensorflow_datasets")
+    manual = tmp_path / "wikitext-2"
+    manual.mkdir()
+    for ours, theirs in (("train", "train"), ("valid", "valid"), ("test", "test")):
+        text = (corpus_dir / f"{ours}.txt").read_text().replace("mat", "<unk>")
+        (manual / f"wiki.{theirs}.tokens").write_text(text, encoding="utf-8")
+    out_dir = tmp_path / "run"
+    status, out, err = run(["train", "--dataset", "wikitext2", "--manual-dir", manual,
+                            "--tfds-dir", tmp_path / "tfds", *SMALL, "--epochs", "1",
+                            "--tensorboard", "--output", out_dir], capsys)
+    assert status == 0, err
+    vocab = json.loads((out_dir / "vocab.json").read_text())
+    assert "<unk>" in vocab and "<eos>" in vocab and "mat" not in vocab
+    assert any((out_dir / "tensorboard").rglob("*tfevents*"))
+    header = (out_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"perplexity", "val_perplexity", "learning_rate", "averaging_start"} <= set(header)
 
 
 def test_resume_after_an_interruption_gives_the_uninterrupted_weights(

@@ -74,6 +74,18 @@ def preset_record(preset):
     return record
 
 
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the epoch's (base) learning rate to the logs, so that history.csv
+    and TensorBoard record it; place it before them. At an epoch's end
+    `BPTTCallback` has put the base rate back."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(
+                keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            )
+
+
 class EpochLine(keras.callbacks.Callback):
     """One line per epoch: perplexities beside the oracle, tokens/s, ETA."""
 
@@ -108,6 +120,8 @@ class EpochLine(keras.callbacks.Callback):
             if self.oracle:
                 valid += f" (oracle {self.oracle:.2f})"
             parts.append(valid)
+        if "learning_rate" in logs:
+            parts.append(f"lr {logs['learning_rate']:.3g}")
         parts.append(f"{self.tokens / train:,.0f} tokens/s")
         if logs.get("averaging_start", -1) >= 0:  # -1: not started
             parts.append("averaging (NT-ASGD)")
@@ -187,7 +201,7 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
             json.dump(list(corpus.vocab), file)
 
     line = EpochLine(epochs, tokens_per_epoch, oracle_valid, print_fn)
-    callbacks = preset.callbacks(train)
+    callbacks = preset.callbacks(train) + [LogLearningRate()]
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(directory, HISTORY_FILE), append=True))
     callbacks.append(line)
     if tensorboard:
