@@ -60,6 +60,17 @@ def _value(text):
     return text
 
 
+def _add_override_flags(group):
+    for name in _override_names():
+        group.add_argument("--" + name.replace("_", "-"), dest=f"override_{name}", type=_value,
+                           metavar="VALUE", help=argparse.SUPPRESS)
+
+
+def _overrides(args):
+    return {name: getattr(args, f"override_{name}") for name in _override_names()
+            if getattr(args, f"override_{name}") is not None}
+
+
 # ------------------------------------------------------------ parser
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -82,9 +93,7 @@ def build_parser():
     model = train.add_argument_group("model and recipe")
     model.add_argument("--preset", help="a preset name (keras-rnnreg presets)")
     model.add_argument("--preset-file", help="a preset file written by `keras-rnnreg tune`")
-    for name in _override_names():
-        model.add_argument("--" + name.replace("_", "-"), dest=f"override_{name}", type=_value,
-                           metavar="VALUE", help=argparse.SUPPRESS)
+    _add_override_flags(model)
     run = train.add_argument_group("run")
     run.add_argument("--epochs", type=int, help="default: the preset's")
     run.add_argument("--seed", type=int, help="default: the preset's (else 0)")
@@ -119,7 +128,8 @@ def build_parser():
     commands.add_parser("presets", help="list the presets")
 
     tune = commands.add_parser("tune", help="keras-tuner search; writes a preset file")
-    tune.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default="synthetic")
+    tune.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default=None,
+                      help="default: synthetic")
     tune.add_argument("--data-dir")
     tune.add_argument("--manual-dir")
     tune.add_argument("--tfds-dir")
@@ -129,6 +139,8 @@ def build_parser():
     tune.add_argument("--epochs", type=int, default=2, help="epochs per trial")
     tune.add_argument("--output", default="tuning", help="directory of the search and the preset file")
     tune.add_argument("--backend", choices=BACKENDS)
+    _add_override_flags(tune)
+    tune.epilog = "Model arguments and recipe fields are flags, as for train: the search is centred on them."
     return parser
 
 
@@ -153,8 +165,7 @@ def _train_config(args):
     from keras_rnnreg.app import training
 
     dataset = _dataset_spec(args)
-    overrides = {name: getattr(args, f"override_{name}") for name in _override_names()
-                 if getattr(args, f"override_{name}") is not None}
+    overrides = _overrides(args)
     if args.preset and args.preset_file:
         raise CLIError("Give --preset or --preset-file, not both.")
     epochs = args.epochs
@@ -310,7 +321,7 @@ def cmd_presets(args):
 def cmd_tune(args):
     from keras_rnnreg.app.tune import run_search
 
-    path = run_search(args, _dataset_spec(args))
+    path = run_search(args, _dataset_spec(args), _overrides(args))
     print(f"best configuration written to {path}; train it with "
           f"keras-rnnreg train --preset-file {path}")
     return 0

@@ -78,6 +78,23 @@ def test_train_evaluate_generate(corpus_dir, tmp_path, capsys):
     assert set(words) <= set(WORDS)  # never <unk>/<eos> unless asked
 
 
+def test_tune_writes_a_preset_file_that_train_accepts(corpus_dir, tmp_path, capsys):
+    pytest.importorskip("keras_tuner")
+    search = tmp_path / "search"
+    status, out, err = run(["tune", "--data-dir", corpus_dir, *SMALL[:-1], "--max-trials", "2",
+                            "--epochs", "1", "--output", search], capsys)
+    assert status == 0, err
+    record = json.loads((search / "best_preset.json").read_text())
+    assert record["preset"] == "awd-lstm-cpu" and record["overrides"]["hidden_size"]
+    assert record["search"]["best_val_perplexity"] > 1
+    status, out, err = run(["train", "--data-dir", corpus_dir, "--preset-file",
+                            search / "best_preset.json", "--epochs", "1", "--quiet",
+                            "--output", tmp_path / "run"], capsys)
+    assert status == 0, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["overrides"] == record["overrides"]
+
+
 def test_wikitext2_through_tfds_from_a_manual_directory(corpus_dir, tmp_path, capsys):
     pytest.importorskip("tensorflow_datasets")
     manual = tmp_path / "wikitext-2"

@@ -9,7 +9,7 @@ from keras_rnnreg.app.data import load_dataset
 TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization", "hyperband": "Hyperband"}
 
 
-def run_search(args, dataset_spec):
+def run_search(args, dataset_spec, flag_overrides=None):
     import keras_tuner
 
     from keras_rnnreg.app import training
@@ -23,6 +23,7 @@ def run_search(args, dataset_spec):
         overrides = dict(training.SYNTHETIC_DEFAULT["overrides"])
     else:
         preset, overrides = training.DEFAULT_PRESET, {}
+    overrides.update(flag_overrides or {})
     if args.max_trials < 1 or args.epochs < 1:
         raise ValueError("--max-trials and --epochs must be >= 1. Received: "
                          f"--max-trials {args.max_trials} --epochs {args.epochs}")
