@@ -45,7 +45,10 @@ def quiet_tensorflow_import():
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stderr_descriptor_silenced():
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # Device discovery is where "failed call to cuInit" is written.
+        tensorflow.config.list_physical_devices()
 
 
 def _module_is_ours():

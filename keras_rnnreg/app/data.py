@@ -72,7 +72,12 @@ def load_dataset(spec):
     if name == "directory":
         return load_directory(spec["path"], spec.get("files")), None
     if name in ("ptb", "wikitext2"):
+        import tensorflow_datasets as tfds
+
         from keras_rnnreg.datasets import load_corpus
+
+        # TFDS's per-split progress bars are a screenful on first use.
+        tfds.disable_progress_bar()
 
         corpus = load_corpus(
             name, data_dir=spec.get("tfds_dir"), manual_dir=spec.get("manual_dir")
