@@ -236,7 +236,8 @@ def cmd_train(args):
     if not args.quiet:
         print(f"keras-rnnreg: {config['preset']} on {config['dataset']['name']}, "
               f"{config['epochs']} epochs, {keras.backend.backend()} backend -> {directory}")
-    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    # Off a terminal the epoch line alone (Keras's verbose=2 line repeats it).
+    verbose = 1 if sys.stdout.isatty() and not args.quiet else 0
     summary = training.train_run(config, directory, resume=bool(args.resume),
                                  verbose=verbose, tensorboard=args.tensorboard, dataset=dataset)
     training.write_config(directory, config)
