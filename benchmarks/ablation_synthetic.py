@@ -13,16 +13,17 @@ perplexity beside the oracle.
 
 import argparse
 import math
+import os
 import sys
 import time
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from reproduce import VARIANTS as PTB_VARIANTS  # noqa: E402  the PTB ablation's variants
+
+#: The PTB ablation's variants, plus a model with every regularizer off.
 VARIANTS = {
-    "full": {},
-    "no-weight-drop": {"weight_dropout": 0.0},
-    "no-artar": {"alpha": 0.0, "beta": 0.0},
-    "no-embedding-dropout": {"embedding_dropout": 0.0},
-    "standard-dropout": {"dropout_type": "standard", "weight_dropout": 0.0},
-    "noisin (+, no weight drop)": {"noise": "bernoulli", "noise_level": 0.8, "weight_dropout": 0.0},
+    **PTB_VARIANTS,
     "none": {"weight_dropout": 0.0, "alpha": 0.0, "beta": 0.0, "embedding_dropout": 0.0,
              "input_dropout": 0.0, "hidden_dropout": 0.0, "output_dropout": 0.0},
 }
