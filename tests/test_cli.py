@@ -208,3 +208,12 @@ def test_the_module_entry_point_prints_no_traceback():
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("keras-rnnreg train: error: Unknown preset")
+
+
+def test_the_default_run_is_a_valid_adam_preset():
+    preset = training.resolve_preset({"preset": training.SYNTHETIC_DEFAULT["preset"],
+                                      "overrides": training.SYNTHETIC_DEFAULT["overrides"]})
+    optimizer = preset.make_optimizer()
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.global_clipnorm == 0.25 and preset.nonmono is None
+    assert preset.callbacks(preset.sequences(np.arange(2000) % 50)[0])  # BPTT, plateau

@@ -60,7 +60,7 @@ from keras_rnnreg.metrics import Perplexity
 from keras_rnnreg.models.builder import DEFAULT_ARGUMENTS, language_model
 from keras_rnnreg.optimizers import ASGD
 
-OPTIMIZERS = ("sgd", "asgd")
+OPTIMIZERS = ("sgd", "asgd", "adam")
 SCHEDULES = ("constant", "epoch_decay", "plateau")
 PTB_VOCABULARY = 10000
 WT2_VOCABULARY = 33278
@@ -89,7 +89,11 @@ class Preset:
         model_arguments: `language_model` arguments (read-only mapping);
             `batch_size` and `seed` come from the recipe.
         optimizer: "sgd" or "asgd" (`keras_rnnreg.optimizers.ASGD`, with
-            the NT-ASGD trigger when `nonmono` is set).
+            the NT-ASGD trigger when `nonmono` is set), or "adam" (no paper
+            preset uses it; for small models trained briefly, such as the
+            command line's default on the synthetic corpus, where SGD at
+            AWD-LSTM's rate plateaus for many epochs). Adam's
+            `weight_decay` is Keras's decoupled decay.
         learning_rate: The paper's learning rate.
         loss_sums_over_time: True when the paper's loss sums over time steps
             (and averages over the batch) instead of averaging over tokens:
@@ -245,8 +249,9 @@ class Preset:
         return self.clipnorm / (self.bptt if self.loss_sums_over_time else 1)
 
     def make_optimizer(self):
-        """SGD or ASGD with the recipe's rate, global clipping and weight decay."""
-        optimizer = ASGD if self.optimizer == "asgd" else keras.optimizers.SGD
+        """SGD, ASGD or Adam with the recipe's rate, global clipping and weight decay."""
+        optimizer = {"asgd": ASGD, "sgd": keras.optimizers.SGD,
+                     "adam": keras.optimizers.Adam}[self.optimizer]
         return optimizer(
             learning_rate=self.keras_learning_rate,
             global_clipnorm=self.keras_clipnorm or None,
