@@ -100,6 +100,9 @@ def build_parser():
     run.add_argument("--output", help="the run directory (default: runs/<preset>-<dataset>)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly")
     run.add_argument("--backend", choices=BACKENDS, help="the Keras backend (default: KERAS_BACKEND)")
+    run.add_argument("--checkpoint-every", default="10m", metavar="N|DURATION",
+                     help="also checkpoint within epochs: every N batches, or every "
+                          "90s/10m/1h (default: 10m; 0: at epoch ends only)")
     run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     train.epilog = ("Any model argument or recipe field is a flag: " +
@@ -205,6 +208,10 @@ def cmd_train(args):
     from keras_rnnreg.app.data import load_dataset
 
     dataset = None
+    try:  # a bad value fails before any work
+        training.parse_checkpoint_every(args.checkpoint_every)
+    except ValueError as error:
+        raise CLIError(str(error).replace("checkpoint_every", "--checkpoint-every")) from None
     if args.resume:
         directory = args.resume
         config = training.read_config(directory)
@@ -224,6 +231,7 @@ def cmd_train(args):
         config = _train_config(args)
         directory = args.output or os.path.join(
             "runs", f"{config['preset']}-{config['dataset']['name']}")
+        args.output = directory  # named in the Ctrl-C hint
         if os.path.exists(os.path.join(directory, training.CONFIG_FILE)):
             raise CLIError(f"{directory!r} already holds a run: continue it with "
                            f"--resume {directory}, or choose another --output.")
@@ -239,7 +247,8 @@ def cmd_train(args):
     # Off a terminal the epoch line alone (Keras's verbose=2 line repeats it).
     verbose = 1 if sys.stdout.isatty() and not args.quiet else 0
     summary = training.train_run(config, directory, resume=bool(args.resume),
-                                 verbose=verbose, tensorboard=args.tensorboard, dataset=dataset)
+                                 verbose=verbose, tensorboard=args.tensorboard, dataset=dataset,
+                                 checkpoint_every=args.checkpoint_every)
     training.write_config(directory, config)
     print(training.summary_line(summary))
     print(f"wrote {directory}/: model.keras, history.csv, {training.PLOT_FILE}, summary.json")
@@ -361,10 +370,11 @@ def main(argv=None):
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         where = getattr(args, "resume", None) or getattr(args, "output", None)
         hint = f"; continue with keras-rnnreg train --resume {where}" if args.command == "train" and where else ""
-        print(f"keras-rnnreg: interrupted{hint}", file=sys.stderr)
+        how = f" ({interrupt})" if str(interrupt) else ""
+        print(f"keras-rnnreg: interrupted{how}{hint}", file=sys.stderr)
         return 130
     except CLIError as error:
         if args.debug:

@@ -117,3 +117,53 @@ def test_config_round_trip():
     layer = ARTARRegularizer(alpha=2.0, beta=1.0, name="artar")
     clone = ARTARRegularizer.from_config(layer.get_config())
     assert (clone.alpha, clone.beta, clone.name) == (2.0, 1.0, "artar")
+
+
+def _terms_model(alpha, beta, layers=1):
+    inputs = keras.Input((7, 5))
+    x = inputs
+    for _ in range(layers):
+        x = ARTARRegularizer(alpha=alpha, beta=beta)(x)  # reads the input itself
+    outputs = keras.layers.Dense(2)(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+def test_the_epoch_logs_hold_the_mean_ar_and_tar_terms_of_training_steps():
+    from keras_rnnreg.callbacks import LogRegularizers
+
+    keras.utils.set_random_seed(0)
+    x = RNG.normal(size=(12, 7, 5)).astype("float32")
+    y = np.zeros((12, 7, 2), "float32")
+    model = _terms_model(2.0, 1.5)
+    history = model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                        validation_data=(5 * x[:4], y[:4]),  # would change the means if counted
+                        callbacks=[LogRegularizers()])
+    batches = [x[i:i + 4] for i in range(0, 12, 4)]
+    ar = np.mean([2.0 * np.mean(b ** 2) for b in batches])
+    tar = np.mean([1.5 * np.mean(np.diff(b, axis=1) ** 2) for b in batches])
+    # Each epoch's means, from sums reset at the epoch's start.
+    np.testing.assert_allclose(history.history["ar_loss"], [ar, ar], rtol=1e-5)
+    np.testing.assert_allclose(history.history["tar_loss"], [tar, tar], rtol=1e-5)
+    assert history.history["loss"][0] > ar + tar  # the loss holds them and the MSE
+
+
+def test_several_regularizers_log_under_their_names_and_terms_survive_saving(tmp_path):
+    from keras_rnnreg.callbacks import LogRegularizers
+
+    x = RNG.normal(size=(4, 7, 5)).astype("float32")
+    model = _terms_model(1.0, 0.0, layers=2)
+    logs = model.fit(x, np.zeros((4, 7, 2)), verbose=0, callbacks=[LogRegularizers()]).history
+    names = [layer.name for layer in model.layers if isinstance(layer, ARTARRegularizer)]
+    expected = np.mean(x ** 2)
+    for name in names:
+        np.testing.assert_allclose(logs[f"{name}_ar_loss"], [expected], rtol=1e-5)
+        assert logs[f"{name}_tar_loss"] == [0.0]
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    layer = [l for l in loaded.layers if isinstance(l, ARTARRegularizer)][0]
+    assert layer.terms()["ar_loss"] == pytest.approx(expected, rel=1e-5)
+    layer.reset_terms()
+    assert layer.terms() == {"ar_loss": 0.0, "tar_loss": 0.0}

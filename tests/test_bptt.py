@@ -202,6 +202,32 @@ def test_sequence_lengths_come_from_the_samplers_and_its_own_generator():
     assert sequence.epoch == 1
 
 
+@pytest.mark.parametrize("variable_length", [True, False])
+def test_resume_at_serves_the_rest_of_the_epoch_batch_for_batch(variable_length):
+    tokens = np.arange(4 * 301 + 3) % 97
+    whole = BPTTSequence(tokens, 4, 12, variable_length=variable_length, seed=7)
+    whole.set_epoch(2)
+    batches, scales = [whole[i] for i in range(whole.num_batches)], whole.learning_rate_scales
+    resumed = BPTTSequence(tokens, 4, 12, variable_length=variable_length, seed=7)
+    resumed.resume_at(2, 5)
+    assert resumed.num_batches == whole.num_batches - 5
+    np.testing.assert_array_equal(resumed.learning_rate_scales, scales[5:])
+    # Keras's fit moves an adapter one epoch on when it starts, BPTTCallback
+    # sets the epoch back: the resumed epoch is still served from batch 5.
+    resumed.on_epoch_end()
+    assert resumed.num_batches == whole.num_batches  # epoch 3, whole
+    resumed.set_epoch(2)
+    for served, expected in zip(list(resumed), batches[5:], strict=True):
+        for a, b in zip(served, expected):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(resumed[0][0], batches[5][0])
+    resumed.on_epoch_end()
+    whole.on_epoch_end()
+    np.testing.assert_array_equal(resumed.lengths, whole.lengths)  # later epochs whole
+    with pytest.raises(ValueError, match=r"`batch` must be in \[0, \d+\).*batch=99"):
+        resumed.resume_at(0, 99)
+
+
 @pytest.mark.parametrize(
     "call, error, fragment",
     [

@@ -4,6 +4,7 @@ interruption, and one clear line (no traceback) for each bad input."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -21,14 +22,18 @@ SMALL = ["--preset", "awd-lstm-cpu", "--hidden-size", "16", "--embedding-size", 
          "--quiet"]
 
 
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    for name, lines in (("train.txt", 120), ("valid.txt", 20), ("test.txt", 20)):
+def write_corpus(directory, seed, train_lines, other_lines):
+    rng = np.random.default_rng(seed)
+    for name, lines in (("train.txt", train_lines), ("valid.txt", other_lines),
+                        ("test.txt", other_lines)):
         text = "\n".join(" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(lines))
         (directory / name).write_text(text + "\n", encoding="utf-8")
     return directory
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"), 0, 120, 20)
 
 
 @pytest.fixture(autouse=True)
@@ -109,9 +114,19 @@ def test_wikitext2_through_tfds_from_a_manual_directory(corpus_dir, tmp_path, ca
     assert status == 0, err
     vocab = json.loads((out_dir / "vocab.json").read_text())
     assert "<unk>" in vocab and "<eos>" in vocab and "mat" not in vocab
-    assert any((out_dir / "tensorboard").rglob("*tfevents*"))
+    events = list((out_dir / "tensorboard").rglob("*tfevents*"))
+    assert events
     header = (out_dir / "history.csv").read_text().splitlines()[0].split(",")
-    assert {"perplexity", "val_perplexity", "learning_rate", "averaging_start"} <= set(header)
+    logged = {"perplexity", "val_perplexity", "learning_rate", "averaging_start",
+              "ar_loss", "tar_loss"}
+    assert logged <= set(header)
+    import tensorflow as tf
+
+    records = [r.numpy() for path in events for r in tf.data.TFRecordDataset(str(path))]
+    tags = {value.tag for record in records
+            for value in tf.compat.v1.Event.FromString(record).summary.value}
+    # (validation values go to their own directory, under the same tags)
+    assert {f"epoch_{name.removeprefix('val_')}" for name in logged} <= tags, tags
 
 
 def test_resume_after_an_interruption_gives_the_uninterrupted_weights(
@@ -148,6 +163,113 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_weights(
     history = (parts / "history.csv").read_text().strip().splitlines()
     assert history == (whole / "history.csv").read_text().strip().splitlines()[:1] + history[1:]
     assert len(history) == 4
+
+
+# Variable-length BPTT (per-batch learning-rate scales) on a corpus of ~6
+# batches an epoch, with both callbacks that keep state across epochs.
+MID_EPOCH = ["--preset", "awd-lstm-cpu", "--hidden-size", "16", "--embedding-size", "8",
+             "--num-layers", "2", "--batch-size", "4", "--bptt", "10", "--variable-bptt", "true",
+             "--schedule", "plateau", "--decay-factor", "4", "--nonmono", "1",
+             "--epochs", "3", "--seed", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def short_corpus_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("short_corpus"), 1, 40, 12)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(short_corpus_dir, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert cli.main([str(a) for a in ["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+                                      "--output", directory]]) == 0
+    return directory
+
+
+def _interrupt_at(monkeypatch, epoch, batch, action):
+    """Runs `action()` from EpochLine's batch end at (epoch, batch)."""
+    original_end = training.EpochLine.on_train_batch_end
+    original_begin = training.EpochLine.on_epoch_begin
+
+    def end(self, index, logs=None):
+        if self._epoch == epoch and index == batch:
+            action()
+        return original_end(self, index, logs)
+
+    def begin(self, index, logs=None):
+        self._epoch = index
+        return original_begin(self, index, logs)
+
+    monkeypatch.setattr(training.EpochLine, "on_train_batch_end", end)
+    monkeypatch.setattr(training.EpochLine, "on_epoch_begin", begin)
+
+
+def _assert_same_run(whole, parts):
+    for a, b in zip(final_weights(whole), final_weights(parts), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    history = (parts / "history.csv").read_text().strip().splitlines()
+    expected = (whole / "history.csv").read_text().strip().splitlines()
+    assert len(history) == len(expected) == 4
+    for row, expected_row in zip(history, expected):  # same epochs, losses, learning rates
+        np.testing.assert_allclose(
+            [float(x) for x in row.split(",")] if row[0].isdigit() else 0,
+            [float(x) for x in expected_row.split(",")] if row[0].isdigit() else 0,
+            rtol=1e-5, atol=1e-6)
+
+
+def test_a_killed_run_resumes_from_its_last_batch_checkpoint(
+        short_corpus_dir, uninterrupted_run, tmp_path, capsys, monkeypatch):
+    parts = tmp_path / "parts"
+
+    def kill():  # what a killed process leaves: the checkpoint after batch 2
+        raise KeyboardInterrupt
+
+    _interrupt_at(monkeypatch, epoch=1, batch=2, action=kill)
+    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+                          "--checkpoint-every", "2", "--output", parts], capsys)
+    assert status == 130 and "Traceback" not in err, err
+    monkeypatch.undo()
+    from keras_rnnreg.app.checkpoint import read_checkpoint
+
+    meta, _ = read_checkpoint(parts)
+    assert (meta["epochs_done"], meta["batches_done"]) == (1, 2)
+    status, out, err = run(["train", "--resume", parts], capsys)
+    assert status == 0, err
+    assert "Resuming epoch 2 at batch 3" in out
+    _assert_same_run(uninterrupted_run, parts)
+
+
+def test_ctrl_c_saves_after_the_batch_and_resume_loses_nothing(
+        short_corpus_dir, uninterrupted_run, tmp_path, capsys, monkeypatch):
+    parts = tmp_path / "parts"
+    # A real SIGINT, as a Ctrl-C sends it, in the middle of epoch 2.
+    _interrupt_at(monkeypatch, epoch=1, batch=3,
+                  action=lambda: os.kill(os.getpid(), signal.SIGINT))
+    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+                          "--checkpoint-every", "0", "--output", parts], capsys)
+    assert status == 130 and "Traceback" not in err
+    assert "stopped in epoch 2 after batch 4, checkpoint saved" in err
+    assert f"--resume {parts}" in err
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    status, out, err = run(["train", "--resume", parts, "--checkpoint-every", "0"], capsys)
+    assert status == 0, err
+    assert "Resuming epoch 2 at batch 5" in out
+    _assert_same_run(uninterrupted_run, parts)
+
+
+@pytest.mark.parametrize("value", ["-1", "ten", "5x", "0m"])
+def test_checkpoint_every_rejects_bad_values(value, capsys):
+    status, _, err = run(["train", "--checkpoint-every", value], capsys)
+    assert status == 2 and "--checkpoint-every must be" in err and repr(value) in err
+
+
+def test_checkpoint_every_reads_batches_and_durations():
+    assert training.parse_checkpoint_every("0") == (None, None)
+    assert training.parse_checkpoint_every(25) == (25, None)
+    assert training.parse_checkpoint_every("90s") == (None, 90.0)
+    assert training.parse_checkpoint_every("10m") == (None, 600.0)
+    assert training.parse_checkpoint_every("1.5h") == (None, 5400.0)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,15 @@
 """Checkpoints from which a training run continues exactly.
 
-A checkpoint is one `.npz` file, replaced atomically after every epoch: the
-values of `model.variables` (the weights, and what training changes besides
-them: the seed generators' states that decide the next dropout masks, the
-RNN states) and of `model.optimizer.variables` (slots, iteration count,
-learning rate, ASGD's average and NT-ASGD's validation log), plus a JSON
-record of the epochs done and the state of Keras callbacks that keep some
+A checkpoint is one `.npz` file, replaced atomically after every epoch and,
+within an epoch, every `every_batches` batches or `every_seconds` seconds
+(and when a first Ctrl-C asks the run to stop): the values of
+`model.variables` (the weights, and what training changes besides them: the
+seed generators' states that decide the next dropout masks, the RNN states
+carried to the next batch), of `model.optimizer.variables` (slots, iteration
+count, the unscaled learning rate, ASGD's average and NT-ASGD's validation
+log) and of `model.metrics_variables` (the epoch's running loss and
+perplexity), plus a JSON record of the position (epochs done, batches done
+in the epoch under way) and the state of Keras callbacks that keep some
 (`ReduceLROnPlateau`'s best value and patience counter).
 
 Why not `keras.callbacks.BackupAndRestore` alone: it saves the weights, the
@@ -17,6 +21,7 @@ deletes its backup when training ends, which a run directory keeps.
 
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -40,27 +45,51 @@ def _plateau_callbacks(callbacks):
     return [c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
 
 
-def save_checkpoint(model, directory, epochs_done, callbacks=(), extra=None):
-    """Writes `directory/checkpoint.npz` atomically (a crash mid-write leaves
-    the previous checkpoint whole)."""
-    sync_backend_state(model)
-    values = {
-        f"v{i}": np.asarray(keras.ops.convert_to_numpy(variable.value))
-        for i, variable in enumerate(_tracked_variables(model))
+def _plateau_state(callbacks):
+    return [
+        {"best": None if c.best is None else float(c.best), "wait": int(c.wait),
+         "cooldown_counter": int(c.cooldown_counter)}
+        for c in _plateau_callbacks(callbacks)
+    ]
+
+
+def _values(variables, prefix):
+    return {
+        f"{prefix}{i}": np.asarray(keras.ops.convert_to_numpy(variable.value))
+        for i, variable in enumerate(variables)
     }
+
+
+def save_checkpoint(model, directory, epochs_done, callbacks=(), extra=None,
+                    batches_done=0, learning_rate=None):
+    """Writes `directory/checkpoint.npz` atomically (a crash mid-write leaves
+    the previous checkpoint whole).
+
+    `batches_done`: batches of epoch `epochs_done` already trained (0 at an
+    epoch's end). `learning_rate`: the value to save for the optimizer's
+    learning rate, when the variable holds a per-batch scaled one."""
+    sync_backend_state(model)
+    values = _values(_tracked_variables(model), "v")
+    if learning_rate is not None:
+        # Save the unscaled rate: set it, read it, give the batch's back.
+        scaled = model.optimizer.learning_rate
+        scaled = float(keras.ops.convert_to_numpy(scaled))
+        model.optimizer.learning_rate = learning_rate
+        values = _values(_tracked_variables(model), "v")
+        model.optimizer.learning_rate = scaled
+    metrics = _values(model.metrics_variables, "m") if batches_done else {}
     meta = {
         "epochs_done": int(epochs_done),
+        "batches_done": int(batches_done),
         "num_variables": len(values),
+        "num_metrics_variables": len(metrics),
         "shapes": [list(v.shape) for v in values.values()],
-        "plateau": [
-            {"best": float(c.best), "wait": int(c.wait), "cooldown_counter": int(c.cooldown_counter)}
-            for c in _plateau_callbacks(callbacks)
-        ],
+        "plateau": _plateau_state(callbacks),
         "extra": extra or {},
     }
     path = os.path.join(directory, CHECKPOINT_FILE)
     temporary = path + ".tmp.npz"
-    np.savez(temporary, meta=np.array(json.dumps(meta)), **values)
+    np.savez(temporary, meta=np.array(json.dumps(meta)), **values, **metrics)
     os.replace(temporary, path)
 
 
@@ -75,6 +104,10 @@ def read_checkpoint(directory):
     with np.load(path) as data:
         meta = json.loads(str(data["meta"]))
         values = [data[f"v{i}"] for i in range(meta["num_variables"])]
+        meta["metrics_values"] = [
+            data[f"m{i}"] for i in range(meta.get("num_metrics_variables", 0))
+        ]
+    meta.setdefault("batches_done", 0)
     return meta, values
 
 
@@ -93,12 +126,14 @@ def restore_variables(model, values):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint after every epoch and restores callback state on resume.
+    """Saves a checkpoint after every epoch, and within epochs, and restores
+    callback state on resume.
 
     Put it last in the callback list, so that it saves after every other
     callback has acted on the epoch (NT-ASGD's trigger, the plateau
-    schedule, the CSV log), and restores `ReduceLROnPlateau`'s state after
-    that callback has reset itself at the start of `fit`.
+    schedule, the CSV log), restores `ReduceLROnPlateau`'s state after that
+    callback has reset itself at the start of `fit`, and restores a resumed
+    epoch's carried RNN states after `BPTTCallback` has zeroed them.
 
     Args:
         directory: The run directory.
@@ -106,14 +141,31 @@ class RunCheckpoint(keras.callbacks.Callback):
         plateau_state: On resume, the checkpoint's `meta["plateau"]`.
         extra: Callable returning a JSON-serializable dict saved with each
             checkpoint (e.g. the training time so far).
+        every_batches: Optional int >= 1: also save after every this many
+            batches of an epoch.
+        every_seconds: Optional float > 0: also save after the first batch
+            that ends this long after the last save.
+        resume_from: On a resume in the middle of an epoch, the checkpoint's
+            `(meta, values)`: the model's variables (the carried states) and
+            the running metrics are put back at the start of that epoch.
     """
 
-    def __init__(self, directory, callbacks=(), plateau_state=None, extra=None):
+    def __init__(self, directory, callbacks=(), plateau_state=None, extra=None,
+                 every_batches=None, every_seconds=None, resume_from=None):
         super().__init__()
         self.directory = directory
         self.others = list(callbacks)
         self.plateau_state = plateau_state
         self.extra = extra or (lambda: {})
+        self.every_batches = every_batches
+        self.every_seconds = every_seconds
+        self.resume_from = resume_from
+        #: Set (e.g. by a SIGINT handler) to save after the batch under way
+        #: and stop the run with KeyboardInterrupt.
+        self.stop_requested = False
+        self._epoch = 0
+        self._first_batch = 0
+        self._last_save = time.monotonic()
 
     def on_train_begin(self, logs=None):
         if self.plateau_state:
@@ -121,6 +173,51 @@ class RunCheckpoint(keras.callbacks.Callback):
                 callback.best = state["best"]
                 callback.wait = state["wait"]
                 callback.cooldown_counter = state["cooldown_counter"]
+        self._last_save = time.monotonic()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._first_batch = epoch, 0
+        if self.resume_from is not None and self.resume_from[0]["epochs_done"] == epoch:
+            meta, values = self.resume_from
+            self.resume_from = None
+            self._first_batch = meta["batches_done"]
+            model_variables = list(self.model.variables)
+            for variable, value in zip(model_variables, values):
+                variable.assign(value)
+            for variable, value in zip(self.model.metrics_variables, meta["metrics_values"]):
+                variable.assign(value)
+
+    def on_train_batch_end(self, batch, logs=None):
+        due = self.stop_requested
+        if self.every_batches and (batch + 1) % self.every_batches == 0:
+            due = True
+        if self.every_seconds and time.monotonic() - self._last_save >= self.every_seconds:
+            due = True
+        if due:
+            self._save_mid_epoch(self._first_batch + batch + 1)
+        if self.stop_requested:
+            raise KeyboardInterrupt(
+                f"stopped in epoch {self._epoch + 1} after batch "
+                f"{self._first_batch + batch + 1}, checkpoint saved"
+            )
+
+    def _save_mid_epoch(self, batches_done):
+        learning_rate = None
+        for callback in self.others:
+            base = getattr(callback, "base_learning_rate", None)
+            if base is not None:
+                learning_rate = base  # BPTTCallback's unscaled rate
+        save_checkpoint(self.model, self.directory, self._epoch, self.others, self.extra(),
+                        batches_done=batches_done, learning_rate=learning_rate)
+        self._last_save = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         save_checkpoint(self.model, self.directory, epoch + 1, self.others, self.extra())
+        self._last_save = time.monotonic()
+        if self.stop_requested:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}, checkpoint saved")
+
+    def on_train_end(self, logs=None):
+        # A resumed epoch is trained in a fit of its own; the next fit starts
+        # from the callbacks' state now.
+        self.plateau_state = _plateau_state(self.others)

@@ -2,6 +2,8 @@
 PTB and WikiText-2 (TensorFlow Datasets builders), or a directory of plain
 text files."""
 
+import contextlib
+import io
 import os
 
 from keras_rnnreg.data import load_ptb
@@ -76,11 +78,21 @@ def load_dataset(spec):
 
         from keras_rnnreg.datasets import load_corpus
 
-        # TFDS's per-split progress bars are a screenful on first use.
+        # TFDS's per-split progress bars are a screenful on first use, and
+        # its first build prints "Downloading and preparing dataset Unknown
+        # size ..." and an absl warning about the folder it is about to fill:
+        # noise to a user of the command. Failures still raise (one line).
         tfds.disable_progress_bar()
+        from absl import logging as absl_logging
 
-        corpus = load_corpus(
-            name, data_dir=spec.get("tfds_dir"), manual_dir=spec.get("manual_dir")
-        )
+        verbosity = absl_logging.get_verbosity()
+        absl_logging.set_verbosity(absl_logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                corpus = load_corpus(
+                    name, data_dir=spec.get("tfds_dir"), manual_dir=spec.get("manual_dir")
+                )
+        finally:
+            absl_logging.set_verbosity(verbosity)
         return corpus, None
     raise DataError(f"Unknown dataset {name!r}. Valid: {', '.join(DATASETS)}, or --data-dir.")

@@ -6,8 +6,10 @@ Run directory:
     config.json      the run's configuration (dataset, preset, overrides, seed,
                      epochs, backend, versions): what `--resume` rebuilds from
     vocab.json       the vocabulary (id order), for `evaluate` and `generate`
-    checkpoint.npz   after every epoch (keras_rnnreg.app.checkpoint)
-    history.csv      one row per epoch (Keras's CSVLogger)
+    checkpoint.npz   after every epoch and every `checkpoint_every` within one
+                     (keras_rnnreg.app.checkpoint)
+    history.csv      one row per epoch (Keras's CSVLogger): perplexities, losses,
+                     the AR/TAR terms, learning rate, NT-ASGD's trigger
     perplexity.png   train/valid perplexity per epoch, NT-ASGD's trigger, the oracle
     model.keras      the final model (averaged weights once NT-ASGD triggered)
     summary.json     valid/test perplexity, oracle, tokens/s, wall time
@@ -20,11 +22,14 @@ import json
 import math
 import os
 import platform
+import signal
+import threading
 import time
 
 import keras
 
 from keras_rnnreg._stateful import reset_rnn_states
+from keras_rnnreg.callbacks import NTASGD
 from keras_rnnreg.app.checkpoint import (
     CheckpointError,
     RunCheckpoint,
@@ -107,17 +112,20 @@ class LogLearningRate(keras.callbacks.Callback):
 class EpochLine(keras.callbacks.Callback):
     """One line per epoch: perplexities beside the oracle, tokens/s, ETA."""
 
-    def __init__(self, epochs, tokens_per_epoch, oracle_perplexity=None, print_fn=print):
+    def __init__(self, epochs, sequence, oracle_perplexity=None, print_fn=print):
         super().__init__()
-        self.epochs, self.tokens = epochs, tokens_per_epoch
+        self.epochs, self.sequence = epochs, sequence
         self.oracle = oracle_perplexity
         self.print_fn = print_fn
         self.train_seconds = 0.0
-        self.epochs_timed = 0
+        self.tokens_trained = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
         self.train_end = None
+        # The epoch's tokens (fewer in an epoch resumed mid-way), read after
+        # BPTTCallback has set the epoch's lengths.
+        self.tokens = int(self.sequence.lengths.sum()) * self.sequence.batch_size
 
     def on_test_begin(self, logs=None):
         if self.train_end is None:
@@ -128,7 +136,7 @@ class EpochLine(keras.callbacks.Callback):
         end = time.perf_counter()
         train = (self.train_end or end) - self.start
         self.train_seconds += train
-        self.epochs_timed += 1
+        self.tokens_trained += self.tokens
         left = (self.epochs - epoch - 1) * (end - self.start)
         parts = [f"epoch {epoch + 1}/{self.epochs}"]
         if "perplexity" in logs:
@@ -149,7 +157,7 @@ class EpochLine(keras.callbacks.Callback):
 
     @property
     def tokens_per_second(self):
-        return self.tokens * self.epochs_timed / self.train_seconds if self.train_seconds else None
+        return self.tokens_trained / self.train_seconds if self.train_seconds else None
 
 
 def _duration(seconds):
@@ -185,12 +193,54 @@ def evaluate_perplexity(model, sequence):
     return math.exp(results["loss"]) if "perplexity" not in results else float(results["perplexity"])
 
 
+def parse_checkpoint_every(value):
+    """`checkpoint_every` as `(batches, seconds)`: an int is a number of
+    batches, a string ending in s, m or h a duration, 0 or None never
+    (checkpoints at epoch ends only)."""
+    if value is None:
+        return None, None
+    text = str(value).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text[-1:] in units:
+            seconds = float(text[:-1]) * units[text[-1]]
+            if seconds > 0:
+                return None, seconds
+        else:
+            batches = int(text)
+            if batches >= 0:
+                return (batches or None), None
+    except ValueError:
+        pass
+    raise ValueError(
+        "checkpoint_every must be a number of batches (an int >= 0; 0: only at "
+        "epoch ends) or a duration such as 90s, 10m or 1h. Received: "
+        f"checkpoint_every={value!r}"
+    )
+
+
+def _stop_on_first_interrupt(checkpoint, print_fn):
+    """A SIGINT handler: the first Ctrl-C lets the batch under way finish,
+    saves a checkpoint and stops; a second one stops at once."""
+
+    def handler(signum, frame):
+        if checkpoint.stop_requested:
+            raise KeyboardInterrupt
+        checkpoint.stop_requested = True
+        print_fn("\nkeras-rnnreg: stopping after this batch, saving a checkpoint "
+                 "(Ctrl-C again to stop at once)")
+
+    return handler
+
+
 def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensorboard=False,
-              dataset=None):
+              dataset=None, checkpoint_every="10m"):
     """Trains (or resumes) the run `config` in `directory`; returns the summary dict.
 
     `dataset`: the `(corpus, oracle)` of `load_dataset(config["dataset"])`
-    if already loaded."""
+    if already loaded. `checkpoint_every`: checkpoints within an epoch, as
+    `parse_checkpoint_every` reads it (besides the one at every epoch end)."""
+    every_batches, every_seconds = parse_checkpoint_every(checkpoint_every)
     started = time.perf_counter()
     corpus, oracle = dataset or load_dataset(config["dataset"])
     oracle_perplexity = math.exp(oracle["test"]) if oracle else None
@@ -202,9 +252,8 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
     model = preset.build(len(corpus.vocab))
     preset.compile(model)
     train, valid, test = preset.sequences(corpus.train, corpus.valid, corpus.test)
-    tokens_per_epoch = train.rows.shape[0] * (train.rows.shape[1] - 1)
 
-    initial_epoch, plateau_state, elapsed = 0, None, 0.0
+    initial_epoch, plateau_state, elapsed, resume_from = 0, None, 0.0, None
     if resume:
         meta, values = read_checkpoint(directory)
         restore_variables(model, values)
@@ -212,35 +261,57 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
         plateau_state = meta["plateau"]
         elapsed = meta["extra"].get("wall_seconds", 0.0)
         _truncate_history(os.path.join(directory, HISTORY_FILE), initial_epoch)
+        if meta["batches_done"] and initial_epoch < epochs:
+            # The epoch under way resumes at its next batch, in a fit of its own.
+            train.resume_at(initial_epoch, meta["batches_done"])
+            resume_from = (meta, values)
+            print_fn(f"Resuming epoch {initial_epoch + 1} at batch {meta['batches_done'] + 1}.")
         if initial_epoch >= epochs:
             print_fn(f"Run already has {initial_epoch} epochs (--epochs {epochs}); evaluating.")
     else:
         with open(os.path.join(directory, VOCAB_FILE), "w") as file:
             json.dump(list(corpus.vocab), file)
 
-    line = EpochLine(epochs, tokens_per_epoch, oracle_valid, print_fn)
+    line = EpochLine(epochs, train, oracle_valid, print_fn)
     callbacks = preset.callbacks(train) + [LogLearningRate()]
     callbacks.append(keras.callbacks.CSVLogger(os.path.join(directory, HISTORY_FILE), append=True))
     callbacks.append(line)
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(directory, "tensorboard")))
-    callbacks.append(
-        RunCheckpoint(
-            directory,
-            callbacks=list(callbacks),
-            plateau_state=plateau_state,
-            extra=lambda: {"wall_seconds": elapsed + time.perf_counter() - started},
-        )
+    checkpoint = RunCheckpoint(
+        directory,
+        callbacks=list(callbacks),
+        plateau_state=plateau_state,
+        extra=lambda: {"wall_seconds": elapsed + time.perf_counter() - started},
+        every_batches=every_batches,
+        every_seconds=every_seconds,
+        resume_from=resume_from,
     )
-    if initial_epoch < epochs:
-        model.fit(
-            train,
-            validation_data=valid,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+    callbacks.append(checkpoint)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(checkpoint, print_fn))
+    try:
+        stages = [(initial_epoch, epochs)]
+        if resume_from is not None:
+            stages = [(initial_epoch, initial_epoch + 1), (initial_epoch + 1, epochs)]
+        averaging = [c for c in callbacks if isinstance(c, NTASGD)]
+        for first, last in stages:
+            # Only the run's last fit leaves the model holding NT-ASGD's average.
+            for callback in averaging:
+                callback.final_average = last == epochs
+            if first < last:
+                model.fit(
+                    train,
+                    validation_data=valid,
+                    epochs=last,
+                    initial_epoch=first,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
     valid_perplexity = evaluate_perplexity(model, valid)
     test_perplexity = evaluate_perplexity(model, test)
     model.save(os.path.join(directory, MODEL_FILE))

@@ -82,6 +82,13 @@ class BPTTCallback(keras.callbacks.Callback):
         self.reset_states = check_bool("reset_states", reset_states)
         self._base = self._current = None
 
+    @property
+    def base_learning_rate(self):
+        """The unscaled learning rate of the epoch under way (None when the
+        rate is not scaled or training has not begun): what a checkpoint
+        taken between two batches should save."""
+        return self._base if self.scale_learning_rate else None
+
     def on_train_begin(self, logs=None):
         model = self.model
         if getattr(model, "steps_per_execution", 1) != 1:
@@ -92,14 +99,6 @@ class BPTTCallback(keras.callbacks.Callback):
             )
         if self.reset_states:
             warn_if_states_are_not_carried(model)
-        steps = (self.params or {}).get("steps")
-        if steps is not None and steps != self.sequence.num_batches:
-            raise ValueError(
-                f"BPTTCallback needs each epoch to be one pass over its sequence "
-                f"({self.sequence.num_batches} batches), but fit runs {steps} "
-                "steps per epoch. Do not pass `steps_per_epoch`, and train on "
-                "the sequence given to the callback."
-            )
         if self.scale_learning_rate:
             optimizer = model.optimizer
             base = _learning_rate(optimizer)
@@ -118,6 +117,14 @@ class BPTTCallback(keras.callbacks.Callback):
         if hasattr(self.sequence, "set_epoch"):
             # Keras's epoch index decides the lengths, also in a resumed fit.
             self.sequence.set_epoch(epoch)
+        steps = (self.params or {}).get("steps")
+        if steps is not None and steps != self.sequence.num_batches:
+            raise ValueError(
+                f"BPTTCallback needs each epoch to be one pass over its sequence "
+                f"({self.sequence.num_batches} batches), but fit runs {steps} "
+                "steps per epoch. Do not pass `steps_per_epoch`, and train on "
+                "the sequence given to the callback."
+            )
         if self.reset_states:
             reset_rnn_states(model)
         if self.scale_learning_rate:

@@ -4,7 +4,7 @@ import warnings
 import keras
 
 from keras_rnnreg._stateful import rnn_states_set_aside, sync_backend_state
-from keras_rnnreg._validation import check_positive_int
+from keras_rnnreg._validation import check_bool, check_positive_int
 from keras_rnnreg.optimizers.averaging import ASGD, VALIDATION_LOG_CAPACITY
 
 
@@ -58,6 +58,10 @@ class NTASGD(keras.callbacks.Callback):
         validation_data: What `model.evaluate` accepts, required with
             `interval`.
         verbose: 1 prints a line when averaging starts or fine-tuning stops.
+        final_average: Bool; when `fit` ends, leave the model holding w̄
+            (the default). False when training goes on in another `fit` of
+            the same run (`keras-rnnreg train --resume` trains an epoch
+            resumed mid-way in a `fit` of its own).
 
     Example:
 
@@ -70,7 +74,7 @@ class NTASGD(keras.callbacks.Callback):
     """
 
     def __init__(self, monitor="val_loss", nonmono=5, interval=None,
-                 finetune=False, validation_data=None, verbose=1):
+                 finetune=False, validation_data=None, verbose=1, final_average=True):
         super().__init__()
         if not isinstance(monitor, str):
             raise TypeError(f"Argument `monitor` must be a str. Received: monitor={monitor!r}")
@@ -89,6 +93,7 @@ class NTASGD(keras.callbacks.Callback):
                 "validation_data=None"
             )
         self.finetune = bool(finetune)
+        self.final_average = check_bool("final_average", final_average)
         self.validation_data = validation_data
         self.verbose = verbose
         self._batches = 0
@@ -198,7 +203,7 @@ class NTASGD(keras.callbacks.Callback):
             self._swapped = False
 
     def on_train_end(self, logs=None):
-        if self.optimizer.averaging:
+        if self.final_average and self.optimizer.averaging:
             sync_backend_state(self.model)
             self.optimizer.assign_average_to_variables()
 
@@ -224,6 +229,6 @@ class NTASGD(keras.callbacks.Callback):
         return {
             "monitor": self.monitor, "nonmono": self.nonmono,
             "interval": self.interval, "finetune": self.finetune,
-            "verbose": self.verbose,
+            "verbose": self.verbose, "final_average": self.final_average,
         }
 

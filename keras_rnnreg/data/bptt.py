@@ -147,9 +147,10 @@ class BPTTSequence(DataAdapter):
 
     Attributes:
         rows: The batchified stream, int32 `(batch_size, row_length)`.
-        num_batches: Batches per epoch (fixed for the life of the sequence).
+        num_batches: Batches per epoch (fixed for the life of the sequence),
+            or in an epoch resumed with `resume_at`, the batches left in it.
         lengths: The current epoch's batch lengths (int array, sums to
-            `row_length - 1`).
+            `row_length - 1`; from the resumed batch on, after `resume_at`).
         learning_rate_scales: The current epoch's `lengths / bptt`.
 
     Example:
@@ -199,6 +200,7 @@ class BPTTSequence(DataAdapter):
             seed = int(np.random.randint(2**31 - 1))
         self._seed = seed
         self._epoch = 0
+        self._resume = None  # (epoch, first batch) after resume_at
         if self.variable_length:
             self._num_batches = most_frequent_batch_count(
                 np.random.default_rng([seed, 1]),  # apart from the epochs' stream
@@ -217,14 +219,14 @@ class BPTTSequence(DataAdapter):
     def _draw_bounds(self, epoch):
         """Epoch `epoch`'s boundaries `[0, t_1, ..., steps]`."""
         if not self.variable_length:
-            return np.minimum(np.arange(self.num_batches + 1) * self.bptt, self._steps)
+            return np.minimum(np.arange(self._num_batches + 1) * self.bptt, self._steps)
         # One generator per epoch, seeded [seed, 2, epoch]: an epoch's lengths
         # depend on its index alone, so a run resumed at epoch k draws what
         # the uninterrupted run drew.
         return draw_epoch_bounds(
             np.random.default_rng([self._seed, 2, epoch]),
             self._steps,
-            self.num_batches,
+            self._num_batches,
             *self._distribution,
         )
 
@@ -233,9 +235,15 @@ class BPTTSequence(DataAdapter):
         # (tf.data prefetches) keeps reading the epoch it started with.
         self._bounds = bounds
 
+    def _serve_epoch(self, epoch):
+        bounds = self._draw_bounds(epoch)
+        if self._resume is not None and self._resume[0] == epoch:
+            bounds = bounds[self._resume[1]:]
+        self._set_bounds(bounds)
+
     @property
     def num_batches(self):
-        return self._num_batches
+        return len(self._bounds) - 1
 
     @property
     def lengths(self):
@@ -256,7 +264,7 @@ class BPTTSequence(DataAdapter):
         # Keras averages a batch's per-token losses, then averages batches
         # with equal weight; w_i = L_i * num_batches / steps turns that into
         # sum_i L_i loss_i / steps, the mean over the epoch's tokens.
-        weight = (end - start) * self.num_batches / self._steps
+        weight = (end - start) * self._num_batches / self._steps
         return inputs, targets, np.full(targets.shape, weight, "float32")
 
     def _batches(self):
@@ -291,8 +299,32 @@ class BPTTSequence(DataAdapter):
         epoch = check_positive_int("epoch", epoch, minimum=0)
         if epoch != self._epoch:
             self._epoch = epoch
-            if self.variable_length:
-                self._set_bounds(self._draw_bounds(epoch))
+            if self.variable_length or self._resume is not None:
+                self._serve_epoch(epoch)
+
+    def resume_at(self, epoch, batch):
+        """Serves epoch `epoch` from its batch `batch` on: a run resumed in
+        the middle of an epoch reads the rest of that epoch, batch for batch
+        what the uninterrupted run read, and `num_batches`, `lengths` and
+        `learning_rate_scales` describe the batches left. Other epochs are
+        served whole. Pass it to a `fit(initial_epoch=epoch, epochs=epoch + 1)`
+        (Keras fixes the batch count of a `fit`), then train on from
+        `epoch + 1` in a second `fit`; `keras-rnnreg train --resume` does so.
+
+        Args:
+            epoch: Int >= 0, the epoch to resume.
+            batch: Int in [0, batches per epoch), the first batch to serve.
+        """
+        epoch = check_positive_int("epoch", epoch, minimum=0)
+        batch = check_positive_int("batch", batch, minimum=0)
+        if batch >= self._num_batches:
+            raise ValueError(
+                f"Argument `batch` must be in [0, {self._num_batches}) (the "
+                f"batches per epoch). Received: batch={batch}"
+            )
+        self._resume = (epoch, batch)
+        self._epoch = epoch
+        self._serve_epoch(epoch)
 
     def on_epoch_end(self):
         """Moves to the next epoch's lengths (Keras calls it after every

@@ -28,6 +28,13 @@ class ARTARRegularizer(keras.layers.Layer):
     difference counts only when both of its steps are unmasked. AWD-LSTM uses
     alpha = 2, beta = 1.
 
+    The layer also sums the two terms it adds (alpha * AR and beta * TAR)
+    over the training steps since `reset_terms()`, in two non-trainable
+    variables (so they are exact across a `fit`'s compiled steps on every
+    backend, and saved with the model): `terms()` gives their means, and
+    `keras_rnnreg.callbacks.LogRegularizers` puts them in each epoch's logs
+    (History, `CSVLogger`, `TensorBoard`) as `ar_loss` and `tar_loss`.
+
     Args:
         alpha: Float >= 0, the AR coefficient.
         beta: Float >= 0, the TAR coefficient.
@@ -74,17 +81,43 @@ class ARTARRegularizer(keras.layers.Layer):
                 check_rank("ARTARRegularizer", name, shape, 3)
         else:
             check_rank("ARTARRegularizer", "h", input_shape, 3)
+        # [sum of alpha * AR, sum of beta * TAR, training steps]. "mean"
+        # aggregation: under tf.distribute each replica adds its own batch's
+        # means, and the mirrored copy takes their average.
+        self.term_totals = self.add_weight(
+            shape=(3,), initializer="zeros", dtype="float32", trainable=False,
+            autocast=False, aggregation="mean", name="term_totals",
+        )
 
     def call(self, inputs, training=False, mask=None):
         h, dropped_h = self._split(inputs)
         if training and (self.alpha > 0 or self.beta > 0):
             if isinstance(mask, (list, tuple)):
                 mask = mask[0] if mask[0] is not None else mask[-1]
-            self.add_loss(self.penalty(h, dropped_h, mask))
+            ar, tar = self.penalty_terms(h, dropped_h, mask)
+            self.add_loss(ar + tar)
+            self.term_totals.assign_add(ops.stack([ar, tar, ops.ones((), "float32")]))
         return dropped_h
+
+    def terms(self):
+        """`{"ar_loss": ..., "tar_loss": ...}`: the mean of alpha * AR and of
+        beta * TAR over the training steps since `reset_terms()` (0.0 before
+        any), as Python floats."""
+        ar, tar, steps = (float(x) for x in ops.convert_to_numpy(self.term_totals))
+        steps = max(steps, 1.0)
+        return {"ar_loss": ar / steps, "tar_loss": tar / steps}
+
+    def reset_terms(self):
+        """Starts the sums behind `terms()` again (e.g. at an epoch's start)."""
+        self.term_totals.assign(ops.zeros((3,), "float32"))
 
     def penalty(self, h, dropped_h, mask=None):
         """alpha * AR + beta * TAR, in float32, over unmasked steps."""
+        ar, tar = self.penalty_terms(h, dropped_h, mask)
+        return ar + tar
+
+    def penalty_terms(self, h, dropped_h, mask=None):
+        """`(alpha * AR, beta * TAR)`, float32 scalars, over unmasked steps."""
         h = ops.cast(h, "float32")
         dropped_h = ops.cast(dropped_h, "float32")
         units = ops.cast(ops.shape(h)[-1], "float32")
@@ -99,14 +132,12 @@ class ARTARRegularizer(keras.layers.Layer):
             # max(.., 1) keeps an all-masked batch at zero instead of NaN.
             return total / (ops.maximum(ops.sum(weight), 1.0) * units)
 
-        loss = 0.0
+        ar = tar = ops.zeros((), "float32")
         if self.alpha > 0:
-            loss = loss + self.alpha * masked_mean_square(dropped_h, step_weight)
+            ar = self.alpha * masked_mean_square(dropped_h, step_weight)
         if self.beta > 0:
-            loss = loss + self.beta * masked_mean_square(
-                h[:, 1:] - h[:, :-1], pair_weight
-            )
-        return loss
+            tar = self.beta * masked_mean_square(h[:, 1:] - h[:, :-1], pair_weight)
+        return ar, tar
 
     def compute_mask(self, inputs, mask=None):
         if isinstance(mask, (list, tuple)):

@@ -53,7 +53,7 @@ from keras_rnnreg._validation import (
     check_positive_int,
     check_seed,
 )
-from keras_rnnreg.callbacks import NTASGD, BPTTCallback
+from keras_rnnreg.callbacks import NTASGD, BPTTCallback, LogRegularizers
 from keras_rnnreg.data import BPTTSequence
 from keras_rnnreg.losses import TokenCrossEntropy
 from keras_rnnreg.metrics import Perplexity
@@ -307,7 +307,8 @@ class Preset:
         The epoch-decay schedule (`LearningRateScheduler`) comes first so
         that `BPTTCallback`, next, scales each batch's rate from the
         scheduled one; `ReduceLROnPlateau` (monitoring `val_loss`) and
-        `NTASGD` act at epoch ends.
+        `NTASGD` act at epoch ends. With AR or TAR, `LogRegularizers` puts
+        their terms in the logs.
 
         Args:
             train_sequence: The training `BPTTSequence` given to `fit`.
@@ -337,6 +338,9 @@ class Preset:
             )
         if self.nonmono is not None:
             callbacks.append(NTASGD(nonmono=self.nonmono, finetune=finetune, verbose=verbose))
+        arguments = {**DEFAULT_ARGUMENTS, **self.model_arguments}
+        if arguments.get("alpha") or arguments.get("beta"):
+            callbacks.append(LogRegularizers())
         return callbacks
 
 
