@@ -58,9 +58,17 @@ def _curves(ax, runs, max_epoch=None):
     ax.legend()
 
 
-def plot_init_finding(path):
+def _curve_figure(path, title, runs, max_epoch=None):
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    _curves(ax, [
+    _curves(ax, runs, max_epoch=max_epoch)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_init_finding(path):
+    _curve_figure(path, "awd-lstm-cpu: the papers' initialization vs Keras defaults", [
         ("PyTorch reference (paper init)", os.path.join(H100, "cpu-reference.json"), "k-o"),
         ("keras_rnnreg, JAX, paper init", os.path.join(H100, "cpu-keras-jax.json"), "C0-o"),
         ("keras_rnnreg, torch, paper init", os.path.join(H100, "cpu-keras-torch.json"), "C2-s"),
@@ -69,23 +77,14 @@ def plot_init_finding(path):
         ("keras_rnnreg, JAX, Keras default init",
          os.path.join(H100, "cpu-keras-jax-kerasinit.json"), "C3--o"),
     ], max_epoch=10)
-    ax.set_title("awd-lstm-cpu: the papers' initialization vs Keras defaults")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_paper_size(path):
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    _curves(ax, [
+    _curve_figure(path, "awd-lstm (24M parameters) on an H100, paper initialization", [
         ("PyTorch reference", os.path.join(H100, "paper-reference.json"), "k-o"),
         ("keras_rnnreg, JAX", os.path.join(H100, "paper-keras-jax.json"), "C0-o"),
         ("keras_rnnreg, torch", os.path.join(H100, "paper-keras-torch.json"), "C2-s"),
     ])
-    ax.set_title("awd-lstm (24M parameters) on an H100, paper initialization")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_throughput(path):
