@@ -1,4 +1,5 @@
-# `make demo` and `make test` are the two entry points (see README.md).
+# `make demo` and `make test` are the two entry points (see README.md);
+# `make docs` builds the documentation site.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ DEMO_BACKEND := $(or $(KERAS_BACKEND),tensorflow)
 KERAS_MINIMUM := $(shell sed -n 's/^KERAS_MINIMUM = "\(.*\)"/\1/p' keras_rnnreg/_keras_compat.py)
 KERAS_MINIMUM_DIR := .keras-minimum
 
-.PHONY: demo test test-keras-minimum venv benchmark clean
+.PHONY: demo test test-keras-minimum venv docs benchmark clean
 
 # The CPU build of torch is installed first, pinned, so that the package's
 # `torch>=2.2,<3` range is already met and pip never pulls a multi-GB CUDA build.
@@ -19,7 +20,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[all,test]"
+	$(BIN)/python -m pip install -q -e ".[all,test,docs]"
 	touch $@
 
 # The demo needs one backend: install just that one (quicker on a fresh machine).
@@ -49,14 +50,22 @@ test-keras-minimum: $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	@echo "=== KERAS_BACKEND=torch, keras==$(KERAS_MINIMUM) ==="
 	PYTHONPATH=$(KERAS_MINIMUM_DIR) KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
-# Every test runs once per backend, then once on the minimum Keras; all runs
-# go ahead even if one fails.
+# The site (mkdocs.yml) into site/. --strict turns every warning into a
+# failure: a broken link or anchor, a page missing from the nav, an API
+# reference (mkdocstrings) naming an object or parameter the code lacks.
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+# Every test runs once per backend, then once on the minimum Keras, then the
+# docs build; all runs go ahead even if one fails.
 test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests || status=1; \
 	done; \
 	$(MAKE) --no-print-directory test-keras-minimum || status=1; \
+	echo "=== mkdocs build --strict ==="; \
+	$(MAKE) --no-print-directory docs || status=1; \
 	exit $$status
 
 # torch runs single-threaded: on a shared 2-core machine its two OpenMP
@@ -67,4 +76,4 @@ benchmark: venv
 	KERAS_BACKEND=torch $(BIN)/python benchmarks/throughput.py --threads 1
 
 clean:
-	rm -rf $(VENV) $(KERAS_MINIMUM_DIR) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(KERAS_MINIMUM_DIR) *.egg-info .pytest_cache site

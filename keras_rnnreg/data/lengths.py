@@ -152,8 +152,11 @@ def most_frequent_batch_count(
         rng: A `numpy.random.Generator`, the only source of randomness.
         steps: Int >= 1, the positions an epoch covers in each row (the row
             length minus one: the last token is only a target).
-        bptt, p, s, min_length, max_length: The length distribution, as in
-            `draw_lengths`.
+        bptt: The base length, as in `draw_lengths`.
+        p: The probability of the full base length, as in `draw_lengths`.
+        s: The standard deviation, as in `draw_lengths`.
+        min_length: The floor, as in `draw_lengths`.
+        max_length: The ceiling, as in `draw_lengths`.
         epochs: Int >= 1, the number of simulated epochs.
 
     Returns:
@@ -212,8 +215,11 @@ def draw_epoch_bounds(
         num_batches: Int >= 1, the number of batches. It must be reachable:
             `(num_batches - 1) * min_length < steps`, and with `max_length`,
             `num_batches * max_length >= steps`.
-        bptt, p, s, min_length, max_length: The length distribution, as in
-            `draw_lengths`.
+        bptt: The base length, as in `draw_lengths`.
+        p: The probability of the full base length, as in `draw_lengths`.
+        s: The standard deviation, as in `draw_lengths`.
+        min_length: The floor, as in `draw_lengths`.
+        max_length: The ceiling, as in `draw_lengths`.
 
     Returns:
         An int64 NumPy array of `num_batches + 1` increasing boundaries, from

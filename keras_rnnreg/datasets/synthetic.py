@@ -208,8 +208,9 @@ def make_synthetic_corpus(
     Args:
         seed: Int >= 0; the source's parameters and the three streams are
             drawn from `np.random.SeedSequence(seed)`.
-        train_tokens, valid_tokens, test_tokens: Ints >= 1, the exact length
-            of each stream.
+        train_tokens: Int >= 1, the exact length of the training stream.
+        valid_tokens: Int >= 1, the exact length of the validation stream.
+        test_tokens: Int >= 1, the exact length of the test stream.
         vocab_size: Int in [64, 100000], the number of words, `<eos>`
             included. Every word has a nonzero probability, but in a short
             stream the rarest ones may not occur.

@@ -66,7 +66,10 @@ def _check_noisin_arguments(noise, noise_level, mode, seed, kwargs):
     error from either, and the layers raise it before building their cell.
 
     Args:
-        noise, noise_level, mode, seed: As for `NoisinCell`.
+        noise: As for `NoisinCell`.
+        noise_level: As for `NoisinCell`.
+        mode: As for `NoisinCell`.
+        seed: As for `NoisinCell`.
         kwargs: The constructor's `**kwargs`; the shape parameters of the
             noise (`keras_rnnreg.noise.SHAPE_PARAMETERS`) are popped from it.
 
@@ -552,8 +555,10 @@ class NoisinLSTM(_NoisinCellLayer):
 
     Args:
         units: Positive int, dimensionality of the output space.
-        noise, noise_level, mode, seed: As for `NoisinCell`; `seed` also
-            seeds the LSTM's dropout masks.
+        noise: As for `NoisinCell`.
+        noise_level: As for `NoisinCell`.
+        mode: As for `NoisinCell`.
+        seed: As for `NoisinCell`; it also seeds the LSTM's dropout masks.
         **kwargs: `alpha` (gamma and beta noise), any `keras.layers.LSTMCell`
             argument (`dropout`, `recurrent_dropout`, initializers, ...) and
             any `keras.layers.RNN` argument (`return_sequences`,
@@ -587,7 +592,10 @@ class NoisinGRU(_NoisinCellLayer):
 
     Args:
         units: Positive int, dimensionality of the output space.
-        noise, noise_level, mode, seed: As for `NoisinCell`.
+        noise: As for `NoisinCell`.
+        noise_level: As for `NoisinCell`.
+        mode: As for `NoisinCell`.
+        seed: As for `NoisinCell`.
         **kwargs: `alpha`, any `keras.layers.GRUCell` argument and any
             `keras.layers.RNN` argument.
 

@@ -93,8 +93,10 @@ class GradientNoise(keras.optimizers.Optimizer):
         eta: Float >= 0, η, the noise variance at t = 0.
         gamma: Float >= 0, γ, the annealing exponent.
         seed: Optional int, base seed of the noise.
-        clipnorm, global_clipnorm, clipvalue: Optional clipping, as on any
-            Keras optimizer. Set them here or on `optimizer`, not both.
+        clipnorm: Optional clipping, as on any Keras optimizer. Set clipping
+            here or on `optimizer`, not both.
+        global_clipnorm: Optional clipping, as `clipnorm`.
+        clipvalue: Optional clipping, as `clipnorm`.
         name: Optional name.
 
     Example:

@@ -395,10 +395,13 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         Args:
             hp: The trial's `keras_tuner.HyperParameters`.
             model: The model `build` returned.
-            *args, **kwargs: What the tuner's `search` was given, plus its
-                `callbacks` (and `epochs`, `initial_epoch` from Hyperband):
-                `x` the training `BPTTSequence` and `validation_data`, or
-                two token-id streams cut with `sequences`.
+            *args: What the tuner's `search` was given positionally: `x`,
+                the training `BPTTSequence` or a token-id stream cut with
+                `sequences` (`x` may also come by name).
+            **kwargs: What `search` was given by name, plus its `callbacks`
+                (and `epochs`, `initial_epoch` from Hyperband):
+                `validation_data`, the validation `BPTTSequence` or a
+                token-id stream cut with `sequences`.
 
         Returns:
             The `History` of `model.fit`.
