@@ -184,7 +184,13 @@ class RunCheckpoint(keras.callbacks.Callback):
             model_variables = list(self.model.variables)
             for variable, value in zip(model_variables, values):
                 variable.assign(value)
-            for variable, value in zip(self.model.metrics_variables, meta["metrics_values"]):
+            metrics = self.model.metrics_variables
+            if len(metrics) != len(meta["metrics_values"]):
+                raise CheckpointError(
+                    f"The checkpoint holds {len(meta['metrics_values'])} metric "
+                    f"values, the run's compiled model has {len(metrics)}."
+                )
+            for variable, value in zip(metrics, meta["metrics_values"]):
                 variable.assign(value)
 
     def on_train_batch_end(self, batch, logs=None):

@@ -265,6 +265,12 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
             # The epoch under way resumes at its next batch, in a fit of its own.
             train.resume_at(initial_epoch, meta["batches_done"])
             resume_from = (meta, values)
+            # The running metrics are put back at the epoch's start, but
+            # TensorFlow's trainer creates their variables only in the first
+            # step: one test step creates them now. (What it changes, the
+            # states, comes back from the checkpoint at the epoch's start.)
+            x, y, *weights = valid[0]
+            model.test_on_batch(x, y, sample_weight=weights[0] if weights else None)
             print_fn(f"Resuming epoch {initial_epoch + 1} at batch {meta['batches_done'] + 1}.")
         if initial_epoch >= epochs:
             print_fn(f"Run already has {initial_epoch} epochs (--epochs {epochs}); evaluating.")
