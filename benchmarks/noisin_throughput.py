@@ -5,14 +5,21 @@ The same 2-layer LM as benchmarks/throughput.py (vocabulary 10000, embedding
 of recurrent layer:
 
     noisin      NoisinLSTM(200, noise="bernoulli", noise_level=0.5)
+    noisin_cell_call  the same through NoisinRNN's generic loop (a cell call
+                per step: how NoisinLSTM ran before its own LSTM loop)
     cell_loop   keras.layers.RNN(keras.layers.LSTMCell(200)): the per-step
                 cell loop, the implementation Noisin must use (fresh noise at
                 every step cannot go through a fused kernel)
     fused       keras.layers.LSTM(200): the backend's fused kernel where it has
                 one (cuDNN on GPUs, torch's CPU kernel), else the same loop
 
-Target: noisin >= 0.9 x cell_loop. The gap to `fused` is what running the
-cell loop costs on this backend.
+    pytorch     a hand-written PyTorch LM (no Keras): nn.Embedding, two
+                nn.LSTMCell loops whose emitted state is multiplied by the
+                same Bernoulli noise (drawn for the sequence before each
+                loop), nn.Linear; torch.optim.SGD with clip_grad_norm_ 0.25
+
+Targets (issue 10): noisin >= 1.0 x pytorch on every backend; noisin >= 0.9 x
+cell_loop. The gap to `fused` is what running the cell loop costs here.
 
 Training is stateless on random token ids; SGD(lr=1, global_clipnorm=0.25)
 and SparseCategoricalCrossentropy(from_logits=True). Every model is compiled
@@ -33,7 +40,7 @@ import time
 import keras
 import numpy as np
 
-from keras_rnnreg.layers import NoisinLSTM
+from keras_rnnreg.layers import NoisinCell, NoisinLSTM, NoisinRNN
 
 VOCAB = 10000
 EMBEDDING = 200
@@ -41,9 +48,18 @@ HIDDEN = 200
 BATCH = 20
 BPTT = 35
 
+class _LSTMCellCalledPerStep(keras.layers.LSTMCell):
+    """Not Keras's own class, so NoisinRNN runs its generic loop (a cell call
+    per step, as NoisinLSTM did before its LSTM loop): the `noisin_cell_call`
+    variant."""
+
+
 RECURRENT = {
     "noisin": lambda units: NoisinLSTM(
         units, noise="bernoulli", noise_level=0.5, return_sequences=True
+    ),
+    "noisin_cell_call": lambda units: NoisinRNN(
+        NoisinCell(_LSTMCellCalledPerStep(units), "bernoulli", 0.5), return_sequences=True
     ),
     "cell_loop": lambda units: keras.layers.RNN(
         keras.layers.LSTMCell(units), return_sequences=True
@@ -63,6 +79,51 @@ def build_model(variant):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
+
+
+class TorchNoisinLM:
+    """The `pytorch` variant: a PyTorch Noisin LM written by hand, with a
+    `train_on_batch` like Keras's, so it runs in the same timing loop."""
+
+    def __init__(self, seed=0, noise_level=0.5):
+        import torch
+
+        self.torch = torch
+        torch.manual_seed(seed)
+        nn = torch.nn
+        self.embedding = nn.Embedding(VOCAB, EMBEDDING)
+        self.cells = nn.ModuleList([nn.LSTMCell(EMBEDDING, HIDDEN), nn.LSTMCell(HIDDEN, HIDDEN)])
+        self.decoder = nn.Linear(HIDDEN, VOCAB)
+        self.modules = nn.ModuleList([self.embedding, self.cells, self.decoder])
+        self.optimizer = torch.optim.SGD(self.modules.parameters(), lr=1.0)
+        self.keep = noise_level
+
+    def forward(self, tokens):
+        torch = self.torch
+        x = self.embedding(tokens)  # (batch, time, features)
+        for cell in self.cells:
+            batch, steps = x.shape[0], x.shape[1]
+            noise = torch.bernoulli(torch.full((steps, batch, HIDDEN), self.keep)) / self.keep
+            h = x.new_zeros(batch, HIDDEN)
+            c = x.new_zeros(batch, HIDDEN)
+            outputs = []
+            for t in range(steps):
+                h, c = cell(x[:, t], (h, c))
+                h = h * noise[t]  # the noised state is emitted and fed back
+                outputs.append(h)
+            x = torch.stack(outputs, dim=1)
+        return self.decoder(x)
+
+    def train_on_batch(self, x, y):
+        torch = self.torch
+        tokens, targets = torch.from_numpy(x).long(), torch.from_numpy(y).long()
+        logits = self.forward(tokens)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.modules.parameters(), 0.25)
+        self.optimizer.step()
+        return loss.detach().numpy()
 
 
 def run_steps(model, x, y, start, n_steps):
@@ -88,11 +149,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     backend = keras.backend.backend()
-    if args.threads is not None and backend == "torch":
+    if args.threads is not None:  # torch: the backend's and the pytorch variant's
         import torch
 
         torch.set_num_threads(args.threads)
-    elif args.threads is not None and backend == "tensorflow":
+    if args.threads is not None and backend == "tensorflow":
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -112,13 +173,13 @@ def main(argv=None):
     )
 
     models = {}
-    for name in RECURRENT:
+    for name in [*RECURRENT, "pytorch"]:
         start = time.perf_counter()
-        models[name] = build_model(name)
+        models[name] = build_model(name) if name in RECURRENT else TorchNoisinLM(args.seed)
         loss = run_steps(models[name], x, y, 0, args.warmup)
         print(f"  warm-up {name:<10} {time.perf_counter() - start:6.1f} s  loss {loss:.3f}", flush=True)
 
-    rates = {name: [] for name in RECURRENT}
+    rates = {name: [] for name in models}
     position = args.warmup
     for repeat in range(args.repeats):
         for name, model in models.items():
@@ -135,7 +196,9 @@ def main(argv=None):
     for name, r in rates.items():
         print(f"| {backend} | {name} | {median[name]:,.0f} | {min(r):,.0f} - {max(r):,.0f} |")
     print(
-        f"\nnoisin / cell_loop = {median['noisin'] / median['cell_loop']:.3f} (target >= 0.9); "
+        f"\nnoisin / pytorch = {median['noisin'] / median['pytorch']:.3f} (target >= 1.0); "
+        f"noisin / cell_loop = {median['noisin'] / median['cell_loop']:.3f} (target >= 0.9); "
+        f"noisin / noisin_cell_call = {median['noisin'] / median['noisin_cell_call']:.3f}; "
         f"noisin / fused = {median['noisin'] / median['fused']:.3f}; "
         f"cell_loop / fused = {median['cell_loop'] / median['fused']:.3f}"
     )

@@ -13,6 +13,11 @@ on than the variant before it:
     tied               + tied softmax, embedding(h, reverse=True) instead of
                          Dense (with an output bias, as the Dense has)
 
+The training-side variants run on the `plain` model: `gradient_noise`
+(`GradientNoise` around the same SGD), `gradient_noise_per_variable` (its
+former one-draw-per-variable noise), `asgd_off`/`asgd_averaging` (ASGD before
+and after the trigger), `token_loss` (TokenCrossEntropy).
+
 Training is stateless (no `stateful=True` RNNs, every batch starts from zero
 states) on random token ids generated here; SGD and
 SparseCategoricalCrossentropy(from_logits=True). Each model is compiled and
@@ -129,6 +134,7 @@ VARIANTS = {
     # The training-side techniques on the plain model: compare with `plain`
     # (gradient noise, ASGD before the trigger) and with `asgd_off`.
     "gradient_noise": functools.partial(_lm),
+    "gradient_noise_per_variable": functools.partial(_lm),
     "asgd_off": functools.partial(_lm),
     "asgd_averaging": functools.partial(_lm),
     # The plain model with keras_rnnreg's TokenCrossEntropy instead of
@@ -159,9 +165,32 @@ class _StartAveraging(keras.callbacks.Callback):
             self.started = True
 
 
+class _PerVariableGradientNoise(GradientNoise):
+    """GradientNoise as it drew its noise before one draw per dtype: one
+    `keras.random.normal` call per gradient (the same distribution), kept
+    here to measure what the single draw saves."""
+
+    def add_noise(self, grads):
+        from keras import ops
+
+        from keras_rnnreg.optimizers.gradient_noise import _CounterSeed
+
+        stddev = self.noise_stddev()
+        noisy = []
+        for index, grad in enumerate(grads):
+            grad = ops.convert_to_tensor(grad)
+            seed = _CounterSeed(self._base_seed + 7919 * index, self.iterations)
+            noise = keras.random.normal(ops.shape(grad), dtype=grad.dtype, seed=seed)
+            noisy.append(grad + ops.cast(stddev, grad.dtype) * noise)
+        return noisy
+
+
 # name -> function returning an optimizer; variants not listed use plain SGD.
 OPTIMIZERS = {
     "gradient_noise": lambda: GradientNoise(_sgd(), eta=0.01, gamma=0.55, seed=0),
+    "gradient_noise_per_variable": lambda: _PerVariableGradientNoise(
+        _sgd(), eta=0.01, gamma=0.55, seed=0
+    ),
     "asgd_off": _asgd,
     "asgd_averaging": _asgd,
 }

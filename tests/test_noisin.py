@@ -645,3 +645,26 @@ def test_trains_on_batches_of_varying_length_with_an_open_time_axis():
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(train, epochs=2, verbose=0, callbacks=[BPTTCallback(train)])
     assert np.isfinite(history.history["loss"]).all()
+
+
+class _SubclassedLSTMCell(keras.layers.LSTMCell):
+    """Not Keras's own class: NoisinRNN runs it through the generic per-step
+    cell call, the reference for its LSTM loop with precomputed projections."""
+
+
+@pytest.mark.parametrize("mode", ["multiplicative", "additive"])
+def test_the_lstm_loop_equals_the_cell_call_loop_in_outputs_states_and_gradients(mode):
+    def layer(cell_class):
+        return NoisinRNN(NoisinCell(cell_class(6), "gaussian", 0.3, mode, seed=4),
+                         return_sequences=True, return_state=True)
+
+    fast, generic = layer(keras.layers.LSTMCell), layer(_SubclassedLSTMCell)
+    fast.build(X.shape)
+    generic.build(X.shape)
+    generic.set_weights(fast.get_weights())
+    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1]], bool)
+    for a, b in zip(fast(X, mask=mask, training=True), generic(X, mask=mask, training=True)):
+        np.testing.assert_allclose(np_(a), np_(b), rtol=1e-6, atol=1e-6)
+    fast.return_state = generic.return_state = False
+    for a, b in zip(gradients(fast, X), gradients(generic, X), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -107,6 +107,45 @@ def _noise_bound(cells, noises):
             object.__setattr__(cell, "_step_noise", noise)
 
 
+def _pack(parts):
+    """The loop's input made of `parts` (each (batch, time, features)), and
+    the step's function that gives a step's slice back as the parts.
+
+    On TensorFlow one tensor: its loop cannot slice several inputs along a
+    time axis of unknown length (variable-length BPTT batches). The common
+    dtype holds every part exactly (16-bit inputs widen to the noise's
+    float32); each step casts its slice back into the part's own dtype. The
+    other backends' loops take the parts as they are.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return tuple(parts), list
+    dtypes = [keras.backend.standardize_dtype(part.dtype) for part in parts]
+    common = keras.backend.result_type(*dtypes)
+    packed = ops.concatenate([ops.cast(part, common) for part in parts], axis=-1)
+    bounds = [0]
+    for part in parts:
+        bounds.append(bounds[-1] + part.shape[-1])
+
+    def unpack(row):
+        return [
+            row[:, start:end] if dtype == common else ops.cast(row[:, start:end], dtype)
+            for start, end, dtype in zip(bounds[:-1], bounds[1:], dtypes)
+        ]
+
+    return packed, unpack
+
+
+def _plain_lstm_cell(cell):
+    """The `keras.layers.LSTMCell` inside a NoisinCell when the fast loop
+    computes exactly what it would: no dropout masks, Keras's own class."""
+    if not isinstance(cell, NoisinCell) or type(cell.cell) is not keras.layers.LSTMCell:
+        return None
+    lstm = cell.cell
+    if lstm.dropout or lstm.recurrent_dropout:
+        return None
+    return lstm
+
+
 def _noisin_cells(cell):
     """The NoisinCells of an RNN's cell: the cell itself or those of a stack."""
     if isinstance(cell, NoisinCell):
@@ -406,29 +445,22 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
         noises = tuple(
             cell.draw_noise((batch_size, timesteps, cell.output_size)) for cell in cells
         )
+        copy_states = keras.backend.backend() == "torch" and self.stateful
+        lstm = _plain_lstm_cell(self.cell)
+        if lstm is not None:
+            return self._lstm_loop(lstm, sequences, noises[0], initial_state, mask, copy_states)
         cell_kwargs = {}
         if "training" in inspect.signature(self.cell.call).parameters:
             cell_kwargs["training"] = training
-        copy_states = keras.backend.backend() == "torch" and self.stateful
         # One tensor (batch, time, features + units of each cell) for the
         # loop: TensorFlow's loop cannot slice several inputs along a time
         # axis of unknown length (variable-length BPTT batches). The common
         # dtype holds every part exactly (16-bit inputs widen to the noise's
         # float32); each step slices the parts back into their own dtypes.
-        parts = (sequences, *noises)
-        dtypes = [part.dtype for part in parts]
-        packed = ops.concatenate(
-            [ops.cast(part, keras.backend.result_type(*dtypes)) for part in parts], axis=-1
-        )
-        bounds = [0]
-        for part in parts:
-            bounds.append(bounds[-1] + part.shape[-1])
+        packed, unpack = _pack((sequences, *noises))
 
         def step(inputs, states):
-            x_t, *noise_t = (
-                ops.cast(inputs[:, start:end], dtype)
-                for start, end, dtype in zip(bounds[:-1], bounds[1:], dtypes)
-            )
+            x_t, *noise_t = unpack(inputs)
             if copy_states:  # as in `RNN.inner_loop`: keeps torch autograd intact
                 states = tree.map_structure(ops.copy, states)
             with _noise_bound(cells, noise_t):
@@ -437,6 +469,9 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
                 new_states = [new_states]
             return output, new_states
 
+        return self._loop(step, packed, initial_state, mask, sequences.shape[1])
+
+    def _loop(self, step, packed, initial_state, mask, timesteps):
         return backend_rnn(
             step,
             packed,
@@ -444,10 +479,41 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
             go_backwards=self.go_backwards,
             mask=mask,
             unroll=self.unroll,
-            input_length=sequences.shape[1],
+            input_length=timesteps,
             zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,
         )
+
+    def _lstm_loop(self, lstm, sequences, noise, initial_state, mask, copy_states):
+        """Noisin's LSTM recurrence with the work outside the loop taken out.
+
+        The input projections x_t W + b of all steps are one matmul before
+        the loop (as Keras's torch LSTM fallback does), so each step is the
+        recurrent matmul h_{t-1} U, the gates, and the noise (Noisin
+        Algorithm 1): z_t = o_t ⊙ tanh(c_t) ⊙ ε_t, the state fed on. The
+        same arithmetic as `LSTMCell.call` (gate order i, f, c, o), without a
+        layer call per step.
+        """
+        dtype = sequences.dtype
+        projected = ops.matmul(sequences, ops.cast(lstm.kernel, dtype))
+        if lstm.use_bias:
+            projected = projected + ops.cast(lstm.bias, dtype)
+        recurrent_kernel = ops.cast(lstm.recurrent_kernel, dtype)
+        activation, recurrent_activation = lstm.activation, lstm.recurrent_activation
+        packed, unpack = _pack((projected, noise))
+
+        def step(inputs, states):
+            projected_t, noise_t = unpack(inputs)
+            if copy_states:
+                states = tree.map_structure(ops.copy, states)
+            h, c = states[0], states[1]
+            z = projected_t + ops.matmul(h, recurrent_kernel)
+            z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+            c = recurrent_activation(z_f) * c + recurrent_activation(z_i) * activation(z_c)
+            h = _apply_noise(recurrent_activation(z_o) * activation(c), noise_t, self.cell.mode)
+            return h, [h, c]
+
+        return self._loop(step, packed, initial_state, mask, sequences.shape[1])
 
 
 class _NoisinCellLayer(NoisinRNN):

@@ -1,4 +1,6 @@
 import contextlib
+import itertools
+import math
 import random
 
 import keras
@@ -56,6 +58,16 @@ def _replica_noise_scale():
     import tensorflow as tf
 
     return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _static_shape(tensor):
+    shape = tuple(tensor.shape)
+    if any(dim is None for dim in shape):
+        raise ValueError(
+            "GradientNoise needs gradients of static shape (those of the "
+            f"trainable variables). Received: a gradient of shape {shape}"
+        )
+    return shape
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
@@ -197,20 +209,32 @@ class GradientNoise(keras.optimizers.Optimizer):
         return ops.sqrt(self.eta / ops.power(1.0 + t, self.gamma))
 
     def add_noise(self, grads):
-        """g + N(0, σ_t²) for each gradient, independent across gradients."""
+        """g + N(0, σ_t²) for each gradient, independent across gradients.
+
+        One normal draw per dtype over the gradients' total size, split into
+        their shapes: the draws are independent element for element as with
+        one draw per gradient, and a step makes one RNG call (one seed, one
+        kernel) instead of one per variable.
+        """
         stddev = self.noise_stddev() * _replica_noise_scale()
-        noisy = []
+        noisy = list(grads)
+        groups = {}  # dtype -> indices of its gradients, in order
         for index, grad in enumerate(grads):
-            if grad is None:
-                noisy.append(None)
-                continue
-            grad = ops.convert_to_tensor(grad)
+            if grad is not None:
+                noisy[index] = grad = ops.convert_to_tensor(grad)
+                groups.setdefault(keras.backend.standardize_dtype(grad.dtype), []).append(index)
+        for group, (dtype, indices) in enumerate(groups.items()):
+            shapes = [_static_shape(noisy[i]) for i in indices]
+            sizes = [math.prod(shape) for shape in shapes]
             noise = keras.random.normal(
-                ops.shape(grad),
-                dtype=grad.dtype,
-                seed=_CounterSeed(self._base_seed + 7919 * index, self.iterations),
+                (sum(sizes),),
+                dtype=dtype,
+                seed=_CounterSeed(self._base_seed + 7919 * group, self.iterations),
             )
-            noisy.append(grad + ops.cast(stddev, grad.dtype) * noise)
+            noise = noise * ops.cast(stddev, dtype)
+            pieces = ops.split(noise, list(itertools.accumulate(sizes[:-1]))) if len(sizes) > 1 else [noise]
+            for index, shape, piece in zip(indices, shapes, pieces):
+                noisy[index] = noisy[index] + ops.reshape(piece, shape)
         return noisy
 
     def apply(self, grads, trainable_variables=None):
