@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_rnnreg.callbacks import NTASGD, BPTTCallback, reset_rnn_states
+from keras_rnnreg.callbacks import NTASGD, BPTTCallback, LogRegularizers, reset_rnn_states
 from keras_rnnreg.layers import NoisinGRU, NoisinLSTM, WeightDropGRU, WeightDropLSTM
 from keras_rnnreg.losses import TokenCrossEntropy
 from keras_rnnreg.models import (
@@ -107,12 +107,18 @@ def test_every_preset_builds_with_the_papers_parameter_count(name, monkeypatch):
     sizes = resolve_arguments(preset)["hidden_sizes"]
     arguments = preset.model_arguments
     assert model.output.shape == (preset.batch_size, None, vocab)
-    assert model.count_params() == expected_parameters(
+    # The papers count what is trained; the only other weights are the AR/TAR
+    # layer's three running totals of its terms (for the logs).
+    parameters = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    artar = arguments.get("alpha") or arguments.get("beta")
+    assert [w.path.rsplit("/", 1)[-1] for w in model.non_trainable_weights] == (
+        ["term_totals"] if artar else [])
+    assert parameters == expected_parameters(
         vocab, arguments["embedding_size"], sizes, arguments["tie_weights"]
     )
     if preset.reported_parameters is not None:
-        assert model.count_params() == EXACT_PARAMETERS[name]
-        assert model.count_params() == pytest.approx(preset.reported_parameters, rel=0.03)
+        assert parameters == EXACT_PARAMETERS[name]
+        assert parameters == pytest.approx(preset.reported_parameters, rel=0.03)
     assert (preset.twin_of is None) == (preset.reported_test_perplexity is not None)
     if name.startswith("awd-lstm"):
         assert sizes[-1] == arguments["embedding_size"]  # §4.5: the last is the embedding size
@@ -161,10 +167,12 @@ def test_compile_sequences_and_callbacks_follow_the_recipe():
     assert train.variable_length and train.batch_size == 2 and train.bptt == 6
     assert not valid.variable_length and valid.token_weights and valid.batch_size == 2
     callbacks = preset.callbacks(train)
-    assert [type(c) for c in callbacks] == [BPTTCallback, NTASGD]
-    assert preset.callbacks(train, finetune=True)[-1].finetune
+    # The terms go into the logs before any logger added after these reads them.
+    assert [type(c) for c in callbacks] == [BPTTCallback, NTASGD, LogRegularizers]
+    assert preset.callbacks(train, finetune=True)[1].finetune
     artar = get_preset("artar-cpu").callbacks(train)
-    assert [type(c).__name__ for c in artar] == ["BPTTCallback", "ReduceLROnPlateau"]
+    assert [type(c).__name__ for c in artar] == [
+        "BPTTCallback", "ReduceLROnPlateau", "LogRegularizers"]
     assert artar[1].factor == 0.25 and artar[1].patience == 0
     zaremba = get_preset("zaremba-cpu").callbacks(train)
     # The schedule runs first: BPTTCallback scales the scheduled rate.
