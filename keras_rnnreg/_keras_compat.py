@@ -72,6 +72,15 @@ def backend_lstm(*args, **kwargs):
     return backend.lstm(*args, **kwargs)
 
 
+def keras_mask(x):
+    """`keras.src.backend.get_keras_mask`: the mask Keras attached to a
+    layer's output, or None. Perplexity weighs tokens by it as Keras's own
+    metrics do; Keras exports no accessor."""
+    from keras.src.backend import get_keras_mask
+
+    return get_keras_mask(x)
+
+
 def torch_dataloader(iterable):
     """Keras's wrapper that turns a batch iterator into a torch DataLoader,
     which the torch trainer expects from a DataAdapter."""
@@ -241,6 +250,10 @@ INTERNALS = {
                                                     "recurrent_kernel", "bias", "activation",
                                                     "recurrent_activation", "return_sequences",
                                                     "go_backwards", "unroll"]),
+    ),
+    "keras.src.backend.get_keras_mask": (
+        "Perplexity leaves masked steps (padding) out of its token mean",
+        _probe_import("keras.src.backend", "get_keras_mask", ["x"]),
     ),
     "keras.src.trainers.data_adapters.data_adapter.DataAdapter": (
         "BPTTSequence feeds fit/evaluate with an open time axis, in order",

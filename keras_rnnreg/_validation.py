@@ -94,3 +94,9 @@ def check_probability(name, value):
             f"Received: {name}={value}"
         )
     return float(value)
+
+
+def check_int(name, value):
+    """Any int (not a bool), e.g. a token id that may be negative."""
+    _require_number(name, value, "an int", kind=int)
+    return int(value)

@@ -37,9 +37,11 @@ def _quiet_environment():
 def _override_names():
     from keras_rnnreg.models.builder import DEFAULT_ARGUMENTS
 
-    model = sorted(set(DEFAULT_ARGUMENTS) - {"name", "batch_size", "seed"})
+    # padding_id follows length_bucket (the preset sets both).
+    model = sorted(set(DEFAULT_ARGUMENTS) - {"name", "batch_size", "seed", "padding_id"})
     recipe = ["optimizer", "learning_rate", "schedule", "decay_start", "decay_factor",
-              "clipnorm", "weight_decay", "batch_size", "bptt", "variable_bptt", "nonmono"]
+              "clipnorm", "weight_decay", "batch_size", "bptt", "variable_bptt", "nonmono",
+              "length_bucket"]
     return model + recipe
 
 
@@ -195,7 +197,13 @@ def _train_config(args):
     resolved = get_preset(preset)  # ValueError lists the valid names
     config = {"dataset": dataset, "preset": preset, "overrides": overrides,
               "seed": args.seed, "epochs": epochs or resolved.epochs}
-    training.resolve_preset(config)  # validates the overrides now, not after loading data
+    if overrides.get("length_bucket") == 0:  # off, as flags cannot say None
+        overrides["length_bucket"] = None
+    chosen = training.resolve_preset(config)  # validates the overrides now, not after loading data
+    if "length_bucket" not in overrides and chosen.variable_bptt and chosen.length_bucket is None:
+        bucket = training.default_length_bucket()
+        if bucket is not None:
+            overrides["length_bucket"] = bucket  # in config.json: a resume pads alike
     if config["epochs"] < 1:
         raise CLIError(f"--epochs must be >= 1. Received: {config['epochs']}")
     return config

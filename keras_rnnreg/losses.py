@@ -6,6 +6,11 @@ from keras import ops
 from keras_rnnreg._validation import check_bool
 
 
+#: The target id of a step that is not a token (padding): its loss is 0 and
+#: `Perplexity` leaves it out. `BPTTSequence(pad_to_multiple=k)` pads with it.
+IGNORED_TARGET = -1
+
+
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
 def token_cross_entropy(y_true, y_pred, from_logits=True):
     """Per-token cross-entropy −log p(y_t), shape `y_true.shape`.
@@ -15,6 +20,9 @@ def token_cross_entropy(y_true, y_pred, from_logits=True):
     with (batch, time, vocabulary) logits Keras's torch backend otherwise
     runs its log-softmax over a non-contiguous view, which on an H100 made a
     paper-size language model train 1.84× slower (docs/benchmarks.md).
+
+    A negative target (`IGNORED_TARGET`, padding) gets loss 0; the model's
+    mask of padded steps then makes Keras average over the real tokens.
 
     Args:
         y_true: Integer targets of shape `S` (or `S + (1,)`).
@@ -31,9 +39,15 @@ def token_cross_entropy(y_true, y_pred, from_logits=True):
     # (batch, time, 1) targets flatten like (batch, time) ones.
     flat_true = ops.reshape(y_true, (-1,))
     flat_pred = ops.reshape(y_pred, (-1, shape[-1]))
+    # TensorFlow rejects an out-of-range class: compute padding's loss for
+    # class 0 and zero it.
+    ignored = ops.less(flat_true, 0)
     losses = ops.sparse_categorical_crossentropy(
-        flat_true, flat_pred, from_logits=from_logits
+        ops.where(ignored, ops.zeros_like(flat_true), flat_true),
+        flat_pred,
+        from_logits=from_logits,
     )
+    losses = ops.where(ignored, ops.zeros_like(losses), losses)
     return ops.reshape(losses, shape[:-1])
 
 

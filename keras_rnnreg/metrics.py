@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_rnnreg._keras_compat import keras_mask
 from keras_rnnreg._validation import check_bool
 from keras_rnnreg.losses import token_cross_entropy
 
@@ -13,18 +14,20 @@ class Perplexity(keras.metrics.MeanMetricWrapper):
 
     Perplexity = exp((1/N) Σ_t −log p(y_t)), the measure every table of the
     papers reports (AWD-LSTM, Merity et al. 2017, §5). The mean runs over
-    tokens, not batches: each token's cross-entropy is weighted by its
-    `sample_weight` (and by the Keras mask of `y_pred`, so padding does not
-    count), the weighted sum is accumulated across batches, and the
-    exponential is taken of the final mean. Unweighted, on
-    `keras_rnnreg.data.BPTTSequence(..., variable_length=False)` data, this
-    is the exact perplexity of the split.
+    tokens, not batches (Keras's `Mean` would average each row over time
+    first, so that batches of different lengths weighed their tokens
+    differently): each token's cross-entropy is weighted by its
+    `sample_weight` if any, by the Keras mask of `y_pred`, and by 0 where
+    the target is negative (`keras_rnnreg.losses.IGNORED_TARGET`, padding),
+    the weighted sums are accumulated across batches, and the exponential is
+    taken of the final mean. Passed in `metrics=` (unweighted, as Keras
+    gives those no sample weights), it is the exact perplexity of the data
+    seen, for any batch lengths.
 
-    With `BPTTSequence(..., token_weights=True)` the weights (made for
-    Keras's loss, which averages within each batch and then over batches)
-    give the tokens of a short last batch less weight here, so this metric
-    and exp(`val_loss`) differ slightly (0.1% on a 20k-token PTB slice,
-    under 0.01% on 300k tokens); exp(`val_loss`) is then the exact one.
+    As a `weighted_metrics=` entry on `BPTTSequence(..., token_weights=True)`
+    data, the weights (made for Keras's loss, which averages within each
+    batch and then over batches) would give the tokens of a short last
+    batch less weight; exp(`val_loss`) and the unweighted metric are exact.
 
     Args:
         from_logits: Bool, whether `y_pred` are logits (default True).
@@ -48,6 +51,32 @@ class Perplexity(keras.metrics.MeanMetricWrapper):
         )
         self.from_logits = from_logits
         self._direction = "down"
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        # Keras's Mean averages each row over time before summing rows, so a
+        # batch of 35 tokens would count as much as one of 70, and padding
+        # would change the weights; the sums here run over tokens.
+        values = ops.cast(
+            token_cross_entropy(y_true, y_pred, from_logits=self.from_logits), self.dtype
+        )
+        # Padded steps (target < 0) never count, whether or not their mask
+        # arrived (on JAX a train step's metrics get none).
+        weights = ops.cast(
+            ops.greater_equal(ops.reshape(ops.convert_to_tensor(y_true), ops.shape(values)), 0),
+            self.dtype,
+        )
+        mask = keras_mask(y_pred)
+        if mask is not None:
+            weights = weights * ops.cast(ops.reshape(mask, ops.shape(values)), self.dtype)
+        if sample_weight is not None:
+            sample_weight = ops.cast(sample_weight, self.dtype)
+            while len(sample_weight.shape) < len(values.shape):
+                sample_weight = ops.expand_dims(sample_weight, -1)
+            if len(sample_weight.shape) > len(values.shape):  # (batch, time, 1)
+                sample_weight = ops.reshape(sample_weight, ops.shape(values))
+            weights = weights * sample_weight
+        self.total.assign_add(ops.sum(values * weights))
+        self.count.assign_add(ops.sum(weights))
 
     def result(self):
         return ops.exp(super().result())

@@ -242,6 +242,9 @@ def test_a_killed_run_resumes_from_its_last_batch_checkpoint(
 def test_ctrl_c_saves_after_the_batch_and_resume_loses_nothing(
         short_corpus_dir, uninterrupted_run, tmp_path, capsys, monkeypatch):
     parts = tmp_path / "parts"
+    # As in a terminal, whatever this test runs under (a background job
+    # starts with SIGINT ignored, and the command then leaves it so).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     # A real SIGINT, as a Ctrl-C sends it, in the middle of epoch 2.
     _interrupt_at(monkeypatch, epoch=1, batch=3,
                   action=lambda: os.kill(os.getpid(), signal.SIGINT))
@@ -251,7 +254,10 @@ def test_ctrl_c_saves_after_the_batch_and_resume_loses_nothing(
     assert "stopped in epoch 2 after batch 4, checkpoint saved" in err
     assert f"--resume {parts}" in err
     monkeypatch.undo()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    try:
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     status, out, err = run(["train", "--resume", parts, "--checkpoint-every", "0"], capsys)
     assert status == 0, err
     assert "Resuming epoch 2 at batch 5" in out
@@ -339,3 +345,24 @@ def test_the_default_run_is_a_valid_adam_preset():
     assert isinstance(optimizer, keras.optimizers.Adam)
     assert optimizer.global_clipnorm == 0.25 and preset.nonmono is None
     assert preset.callbacks(preset.sequences(np.arange(2000) % 50)[0])  # BPTT, plateau
+
+
+def test_a_run_started_with_sigint_ignored_leaves_it_ignored(corpus_dir, tmp_path, capsys,
+                                                             monkeypatch):
+    """`nohup keras-rnnreg train &` must not start catching Ctrl-C."""
+    seen = []
+
+    def fit(self, *args, **kwargs):
+        seen.append(signal.getsignal(signal.SIGINT))
+        raise KeyboardInterrupt  # enough: the handler in force during fit is known
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        status, _, err = run(["train", "--data-dir", corpus_dir, *SMALL, "--epochs", "1",
+                              "--output", tmp_path / "run"], capsys)
+        assert seen == [signal.SIG_IGN]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert status == 130 and "Traceback" not in err

@@ -78,6 +78,27 @@ SYNTHETIC_DEFAULT = {
     "epochs": 12,
 }
 DEFAULT_PRESET = "awd-lstm-cpu"
+#: What `train` pads variable-length batches to a multiple of, where it pays
+#: (`default_length_bucket`); `--length-bucket 0` turns it off.
+DEFAULT_LENGTH_BUCKET = 8
+
+
+def default_length_bucket():
+    """`DEFAULT_LENGTH_BUCKET` on JAX without a GPU, else None.
+
+    JAX compiles the train step once per batch shape, so AWD-LSTM's ~90
+    lengths cost ~90 compilations; padded to multiples of 8 they take 12
+    (docs/benchmarks.md). On a CPU JAX has no fused LSTM, so the mask that
+    padding needs costs nothing there; on a GPU the mask keeps Keras's LSTM
+    off cuDNN, and TensorFlow and torch do not compile per shape at all.
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+
+    if any(device.platform != "cpu" for device in jax.devices()):
+        return None
+    return DEFAULT_LENGTH_BUCKET
 
 
 def resolve_preset(config):
@@ -294,8 +315,11 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
         resume_from=resume_from,
     )
     callbacks.append(checkpoint)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
+    # A process started with SIGINT ignored (`nohup cmd &`, a background
+    # job) keeps ignoring it, as Python itself does.
+    catch_interrupt = (threading.current_thread() is threading.main_thread()
+                       and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
+    if catch_interrupt:
         previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(checkpoint, print_fn))
     try:
         stages = [(initial_epoch, epochs)]
@@ -316,7 +340,7 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
                     verbose=verbose,
                 )
     finally:
-        if in_main_thread:
+        if catch_interrupt:
             signal.signal(signal.SIGINT, previous)
     valid_perplexity = evaluate_perplexity(model, valid)
     test_perplexity = evaluate_perplexity(model, test)

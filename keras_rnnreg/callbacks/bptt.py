@@ -3,6 +3,7 @@
 
 import keras
 
+from keras_rnnreg._keras_compat import nested_layers
 from keras_rnnreg._stateful import reset_rnn_states, warn_if_states_are_not_carried
 from keras_rnnreg._validation import check_bool
 from keras_rnnreg.data.bptt import BPTTSequence
@@ -10,6 +11,26 @@ from keras_rnnreg.data.bptt import BPTTSequence
 
 def _learning_rate(optimizer):
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _check_masks_padding(model, padding_id):
+    """ValueError unless an embedding of `model` masks `padding_id`: padded
+    steps would otherwise advance the RNN state and count in the loss."""
+    for layer in nested_layers(model):
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        if getattr(layer, "padding_id", None) == padding_id or (
+            padding_id == 0 and layer.mask_zero
+        ):
+            return
+    raise ValueError(
+        f"The training sequence pads its batches with id {padding_id} "
+        f"(pad_to_multiple), but no embedding of model {model.name!r} masks "
+        "that id, so padded steps would advance the RNN state and add to the "
+        f"loss. Build the model with padding_id={padding_id} (language_model, "
+        "TiedEmbedding, EmbeddingDropout), use mask_zero=True with "
+        "padding_id=0, or train without pad_to_multiple."
+    )
 
 
 class BPTTCallback(keras.callbacks.Callback):
@@ -56,7 +77,8 @@ class BPTTCallback(keras.callbacks.Callback):
 
     Requirements: `steps_per_execution=1` (one learning rate per train step)
     and no `steps_per_epoch` in `fit` (batch `i` of the epoch must be batch
-    `i` of the sequence).
+    `i` of the sequence); with a padded sequence (`pad_to_multiple`), an
+    embedding that masks its `padding_id` (checked at the start of `fit`).
 
     Args:
         sequence: The training `BPTTSequence` passed to `fit`.
@@ -99,6 +121,8 @@ class BPTTCallback(keras.callbacks.Callback):
             )
         if self.reset_states:
             warn_if_states_are_not_carried(model)
+        if self.sequence.pad_to_multiple is not None:
+            _check_masks_padding(model, self.sequence.padding_id)
         if self.scale_learning_rate:
             optimizer = model.optimizer
             base = _learning_rate(optimizer)

@@ -5,7 +5,8 @@ import math
 import numpy as np
 
 from keras_rnnreg._keras_compat import DataAdapter, torch_dataloader
-from keras_rnnreg._validation import check_bool, check_positive_int, check_seed
+from keras_rnnreg.losses import IGNORED_TARGET
+from keras_rnnreg._validation import check_bool, check_int, check_positive_int, check_seed
 from keras_rnnreg.data.lengths import (
     _check_distribution,
     draw_epoch_bounds,
@@ -116,6 +117,19 @@ class BPTTSequence(DataAdapter):
     `bptt` long except the last, which is what is left: the pipeline for
     validation and test.
 
+    Padding (`pad_to_multiple=k`). JAX compiles the train step once per
+    input shape, so every distinct length costs a compilation (up to about
+    90 in an AWD-LSTM run). With `k`, a batch of length `L_i` is padded at
+    its end to the next multiple of `k`: inputs with `padding_id`, targets
+    with -1, which `TokenCrossEntropy` and `Perplexity` ignore. The lengths,
+    their distribution and `learning_rate_scales` are unchanged; only the
+    shapes are bucketed. The model must mask the padding
+    (an embedding with the same `padding_id`, e.g.
+    `language_model(..., padding_id=-1)`, or `mask_zero=True` with
+    `padding_id=0` when id 0 is reserved): masked steps then add no loss,
+    count in no metric, AR/TAR term or gradient, and leave a stateful RNN's
+    state as it was at step `L_i`, so training is the unpadded training.
+
     Design notes (why a Keras `DataAdapter` rather than a `PyDataset`, the
     fixed batch count, retracing and compilation per backend): docs/bptt.md.
 
@@ -144,6 +158,12 @@ class BPTTSequence(DataAdapter):
             batch as much as a full one. Meant for evaluation sequences: in
             training the weights would scale the gradient, the job
             `BPTTCallback` does on the step.
+        pad_to_multiple: Optional int >= 1; pads each batch's time axis to
+            the next multiple of it (see Padding above). None (the default)
+            pads nothing.
+        padding_id: Int, the input id of padded steps (default -1, which
+            no word has; what `language_model(padding_id=-1)` masks). Used
+            only with `pad_to_multiple`.
 
     Attributes:
         rows: The batchified stream, int32 `(batch_size, row_length)`.
@@ -174,6 +194,8 @@ class BPTTSequence(DataAdapter):
         max_length=None,
         seed=None,
         token_weights=False,
+        pad_to_multiple=None,
+        padding_id=-1,
     ):
         self._batch_size = check_positive_int("batch_size", batch_size)
         self.variable_length = check_bool("variable_length", variable_length)
@@ -182,6 +204,10 @@ class BPTTSequence(DataAdapter):
         )
         self.seed = check_seed(seed)
         self.token_weights = check_bool("token_weights", token_weights)
+        if pad_to_multiple is not None:
+            pad_to_multiple = check_positive_int("pad_to_multiple", pad_to_multiple)
+        self.pad_to_multiple = pad_to_multiple
+        self.padding_id = check_int("padding_id", padding_id)
 
         array = _token_array(tokens)
         if array.size < 2 * self._batch_size:
@@ -259,6 +285,12 @@ class BPTTSequence(DataAdapter):
         start, end = int(bounds[index]), int(bounds[index + 1])
         inputs = np.ascontiguousarray(self.rows[:, start:end])
         targets = np.ascontiguousarray(self.rows[:, start + 1 : end + 1])
+        if self.pad_to_multiple is not None:
+            padding = ((0, 0), (0, -(end - start) % self.pad_to_multiple))
+            inputs = np.pad(inputs, padding, constant_values=self.padding_id)
+            # -1 rather than relying on the model's mask alone: on JAX the
+            # mask does not reach a train step's metrics.
+            targets = np.pad(targets, padding, constant_values=IGNORED_TARGET)
         if not self.token_weights:
             return inputs, targets
         # Keras averages a batch's per-token losses, then averages batches

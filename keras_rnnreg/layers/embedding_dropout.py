@@ -61,7 +61,7 @@ class EmbeddingDropout(TiedEmbedding):
             self.rate,
             seed=self.seed_generator,
         )
-        ids = ops.cast(inputs, "int32")
+        ids = ops.cast(self._ids(inputs), "int32")
         return outputs * ops.expand_dims(ops.take(word_scale, ids, axis=0), -1)
 
     def get_config(self):

@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from keras_rnnreg._validation import check_bool
+from keras_rnnreg._validation import check_bool, check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
@@ -31,6 +31,10 @@ class TiedEmbedding(keras.layers.Embedding):
         output_dim: Embedding size (and size of the tied hidden state).
         use_output_bias: Whether the reverse projection adds a learned
             per-word bias b, as AWD-LSTM's decoder does. Default False.
+        padding_id: Optional int, an id that marks padding: those steps are
+            masked (as `mask_zero=True` masks id 0) and look up row 0 if the
+            id is not a word (e.g. -1, what `BPTTSequence(pad_to_multiple=k)`
+            pads with by default). None (the default) masks nothing.
         **kwargs: Any `keras.layers.Embedding` argument (`mask_zero`,
             `embeddings_initializer`, `embeddings_regularizer`, ...).
 
@@ -50,8 +54,16 @@ class TiedEmbedding(keras.layers.Embedding):
     ```
     """
 
-    def __init__(self, input_dim, output_dim, use_output_bias=False, **kwargs):
+    def __init__(self, input_dim, output_dim, use_output_bias=False, padding_id=None, **kwargs):
         self.use_output_bias = check_bool("use_output_bias", use_output_bias)
+        if padding_id is not None:
+            padding_id = check_int("padding_id", padding_id)
+            if kwargs.get("mask_zero"):
+                raise ValueError(
+                    "Pass either `mask_zero=True` (id 0 is padding) or `padding_id`. "
+                    f"Received: mask_zero=True, padding_id={padding_id}"
+                )
+        self.padding_id = padding_id
         super().__init__(input_dim, output_dim, **kwargs)
         # The reverse call receives hidden states whose mask must flow on.
         self.supports_masking = True
@@ -63,9 +75,15 @@ class TiedEmbedding(keras.layers.Embedding):
             )
         super().build(input_shape)
 
+    def _ids(self, inputs):
+        """The ids to look up: padding looks up row 0 (its steps are masked)."""
+        if self.padding_id is None or 0 <= self.padding_id < self.input_dim:
+            return inputs
+        return ops.where(ops.equal(inputs, self.padding_id), ops.zeros_like(inputs), inputs)
+
     def call(self, inputs, reverse=False):
         if not reverse:
-            return super().call(inputs)
+            return super().call(self._ids(inputs))
         embeddings = ops.cast(self.embeddings, self.compute_dtype)
         logits = ops.matmul(inputs, ops.transpose(embeddings))
         if self.use_output_bias:
@@ -77,6 +95,8 @@ class TiedEmbedding(keras.layers.Embedding):
         # than recomputing one from token ids.
         if "float" in keras.backend.standardize_dtype(inputs.dtype):
             return mask
+        if self.padding_id is not None:
+            return ops.not_equal(inputs, self.padding_id)
         return super().compute_mask(inputs, mask)
 
     def compute_output_shape(self, input_shape, reverse=False):
@@ -106,4 +126,8 @@ class TiedEmbedding(keras.layers.Embedding):
         }
 
     def get_config(self):
-        return {**super().get_config(), "use_output_bias": self.use_output_bias}
+        return {
+            **super().get_config(),
+            "use_output_bias": self.use_output_bias,
+            "padding_id": self.padding_id,
+        }

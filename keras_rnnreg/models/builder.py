@@ -7,6 +7,7 @@ import keras
 from keras_rnnreg._validation import (
     check_bool,
     check_choice,
+    check_int,
     check_non_negative,
     check_positive_int,
     check_rate,
@@ -55,6 +56,7 @@ DEFAULT_ARGUMENTS = types.MappingProxyType(
         "stateful": False,
         "batch_size": None,
         "initialization": "paper",
+        "padding_id": None,
         "seed": None,
         "name": None,
     }
@@ -180,6 +182,8 @@ def _check_arguments(arguments, explicit=()):
             "needs a fixed `batch_size`. Received: stateful=True, batch_size=None"
         )
     checked["initialization"] = check_initialization(arguments["initialization"])
+    if arguments["padding_id"] is not None:
+        checked["padding_id"] = check_int("padding_id", arguments["padding_id"])
     checked["seed"] = check_seed(arguments["seed"])
     if arguments["name"] is not None and not isinstance(arguments["name"], str):
         raise TypeError(f"Argument `name` must be a str. Received: name={arguments['name']!r}")
@@ -290,6 +294,11 @@ def language_model(vocab_size, preset=None, **overrides):
                 truncated BPTT over a stream (False).
             batch_size: Int, required when stateful (None).
             initialization: "paper", "keras" or a positive float ("paper").
+            padding_id: Optional int; the embedding masks steps holding it,
+                which `BPTTSequence(pad_to_multiple=k)` pads with (-1 by
+                default). Masked steps add no loss and leave the state as it
+                was (None: no mask; a mask keeps torch and JAX off the fused
+                LSTM kernel).
             seed: Optional int making initialization and masks reproducible;
                 each part of the model gets its own seed derived from it (None).
             name: Optional model name (the preset's name, else "language_model").
@@ -333,6 +342,7 @@ def language_model(vocab_size, preset=None, **overrides):
         rate=config["embedding_dropout"],
         seed=derive_seed(seed, _EMBEDDING_MASK),
         use_output_bias=config["tie_weights"],
+        padding_id=config["padding_id"],
         embeddings_initializer=embedding_initializer(initialization, derive_seed(seed, _EMBEDDING)),
         name="embedding",
     )

@@ -120,6 +120,13 @@ class Preset:
             gradient.
         batch_size, bptt: Rows of the batch and the (base) BPTT length.
         variable_bptt: Bool, AWD-LSTM's random BPTT lengths (§4.1).
+        length_bucket: Optional int; pads each training batch to the next
+            multiple of it (`BPTTSequence(pad_to_multiple=...)`) and makes
+            the model mask the padding (`padding_id`, -1 unless the model
+            arguments name one), so that JAX compiles one train step per
+            bucket rather than per length. Training is unchanged (same
+            lengths, masked steps count nowhere). None (the recipes') pads
+            nothing; `keras-rnnreg train` picks 8 on JAX without a GPU.
         epochs: The paper's (maximum) number of epochs.
         nonmono: NT-ASGD's n (AWD-LSTM Algorithm 1), None without it.
         finetune: Whether the recipe has AWD-LSTM's fine-tuning stage (a
@@ -149,6 +156,7 @@ class Preset:
     batch_size: int = 20
     bptt: int = 35
     variable_bptt: bool = False
+    length_bucket: Optional[int] = None
     epochs: int = 40
     nonmono: Optional[int] = None
     finetune: bool = False
@@ -178,6 +186,8 @@ class Preset:
         check_non_negative("weight_decay", self.weight_decay)
         check_bool("loss_sums_over_time", self.loss_sums_over_time)
         check_bool("variable_bptt", self.variable_bptt)
+        if self.length_bucket is not None:
+            check_positive_int("length_bucket", self.length_bucket)
         check_bool("finetune", self.finetune)
         for name in ("batch_size", "bptt", "epochs"):
             check_positive_int(name, getattr(self, name))
@@ -201,12 +211,15 @@ class Preset:
     def model_defaults(self):
         """The builder arguments this preset supplies: its model arguments
         plus the recipe's batch size and seed, and its name."""
-        return {
+        defaults = {
             **self.model_arguments,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "name": self.name.replace("-", "_"),
         }
+        if self.length_bucket is not None and defaults.get("padding_id") is None:
+            defaults["padding_id"] = -1
+        return defaults
 
     def build(self, vocab_size, **overrides):
         """`language_model(vocab_size, preset=self, **overrides)`."""
@@ -272,11 +285,16 @@ class Preset:
         model.compile(**arguments)
         return model
 
+    def _padding_id(self):
+        padding_id = self.model_defaults().get("padding_id")
+        return -1 if padding_id is None else padding_id
+
     def sequences(self, train_tokens, *evaluation_tokens):
         """`BPTTSequence`s for training and evaluation.
 
         Training: the recipe's batch size and BPTT length, variable lengths
-        if the recipe has them, seeded with its seed. Evaluation (each of
+        if the recipe has them, seeded with its seed, padded to
+        `length_bucket` if set. Evaluation (each of
         `evaluation_tokens`, e.g. the validation and test streams):
         fixed-length batches with `token_weights=True` (exact per-token
         means) and the training batch size, which a stateful model needs.
@@ -292,6 +310,8 @@ class Preset:
             self.bptt,
             variable_length=self.variable_bptt,
             seed=self.seed,
+            pad_to_multiple=self.length_bucket,
+            padding_id=self._padding_id(),
         )
         evaluation = tuple(
             BPTTSequence(
