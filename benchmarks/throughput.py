@@ -188,8 +188,9 @@ class _PerVariableGradientNoise(GradientNoise):
 # name -> function returning an optimizer; variants not listed use plain SGD.
 OPTIMIZERS = {
     "gradient_noise": lambda: GradientNoise(_sgd(), eta=0.01, gamma=0.55, seed=0),
+    # An explicit name: TensorFlow rejects a scope named after a _private class.
     "gradient_noise_per_variable": lambda: _PerVariableGradientNoise(
-        _sgd(), eta=0.01, gamma=0.55, seed=0
+        _sgd(), eta=0.01, gamma=0.55, seed=0, name="per_variable_gradient_noise"
     ),
     "asgd_off": _asgd,
     "asgd_averaging": _asgd,
