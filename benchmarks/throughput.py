@@ -171,18 +171,9 @@ class _PerVariableGradientNoise(GradientNoise):
     here to measure what the single draw saves."""
 
     def add_noise(self, grads):
-        from keras import ops
-
-        from keras_rnnreg.optimizers.gradient_noise import _CounterSeed
-
+        # The per-gradient draw GradientNoise itself uses on JAX.
         stddev = self.noise_stddev()
-        noisy = []
-        for index, grad in enumerate(grads):
-            grad = ops.convert_to_tensor(grad)
-            seed = _CounterSeed(self._base_seed + 7919 * index, self.iterations)
-            noise = keras.random.normal(ops.shape(grad), dtype=grad.dtype, seed=seed)
-            noisy.append(grad + ops.cast(stddev, grad.dtype) * noise)
-        return noisy
+        return [self._noisy(grad, stddev, index) for index, grad in enumerate(grads)]
 
 
 # name -> function returning an optimizer; variants not listed use plain SGD.

@@ -5,15 +5,18 @@ import math
 import numpy as np
 
 from keras_rnnreg._keras_compat import DataAdapter, torch_dataloader
-from keras_rnnreg.losses import IGNORED_TARGET
 from keras_rnnreg._validation import check_bool, check_int, check_positive_int, check_seed
 from keras_rnnreg.data.lengths import (
     _check_distribution,
     draw_epoch_bounds,
     most_frequent_batch_count,
 )
+from keras_rnnreg.losses import IGNORED_TARGET
 
 _INT32_MAX = np.iinfo(np.int32).max
+#: The input id `BPTTSequence(pad_to_multiple=k)` pads with unless told
+#: otherwise: no word has it.
+DEFAULT_PADDING_ID = -1
 
 
 def _token_array(tokens):
@@ -195,7 +198,7 @@ class BPTTSequence(DataAdapter):
         seed=None,
         token_weights=False,
         pad_to_multiple=None,
-        padding_id=-1,
+        padding_id=DEFAULT_PADDING_ID,
     ):
         self._batch_size = check_positive_int("batch_size", batch_size)
         self.variable_length = check_bool("variable_length", variable_length)

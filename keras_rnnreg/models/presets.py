@@ -55,6 +55,7 @@ from keras_rnnreg._validation import (
 )
 from keras_rnnreg.callbacks import NTASGD, BPTTCallback, LogRegularizers
 from keras_rnnreg.data import BPTTSequence
+from keras_rnnreg.data.bptt import DEFAULT_PADDING_ID
 from keras_rnnreg.losses import TokenCrossEntropy
 from keras_rnnreg.metrics import Perplexity
 from keras_rnnreg.models.builder import DEFAULT_ARGUMENTS, language_model
@@ -218,7 +219,7 @@ class Preset:
             "name": self.name.replace("-", "_"),
         }
         if self.length_bucket is not None and defaults.get("padding_id") is None:
-            defaults["padding_id"] = -1
+            defaults["padding_id"] = DEFAULT_PADDING_ID
         return defaults
 
     def build(self, vocab_size, **overrides):
@@ -285,10 +286,6 @@ class Preset:
         model.compile(**arguments)
         return model
 
-    def _padding_id(self):
-        padding_id = self.model_defaults().get("padding_id")
-        return -1 if padding_id is None else padding_id
-
     def sequences(self, train_tokens, *evaluation_tokens):
         """`BPTTSequence`s for training and evaluation.
 
@@ -304,14 +301,17 @@ class Preset:
         Returns:
             A tuple `(train, *evaluation)`.
         """
+        padding = {}
+        if self.length_bucket is not None:  # the id the model masks
+            padding = {"pad_to_multiple": self.length_bucket,
+                       "padding_id": self.model_defaults()["padding_id"]}
         train = BPTTSequence(
             train_tokens,
             self.batch_size,
             self.bptt,
             variable_length=self.variable_bptt,
             seed=self.seed,
-            pad_to_multiple=self.length_bucket,
-            padding_id=self._padding_id(),
+            **padding,
         )
         evaluation = tuple(
             BPTTSequence(
