@@ -48,7 +48,21 @@ def spy_on_backend(monkeypatch, name):
 
 @pytest.fixture
 def spy_lstm(monkeypatch):
-    return spy_on_backend(monkeypatch, "lstm")
+    if keras.backend.backend() != "torch":
+        return spy_on_backend(monkeypatch, "lstm")
+    # On torch every fused LSTM call, ours off CUDA and Keras's on CUDA, is
+    # a call of PyTorch's kernel, whose weights are in its own layout.
+    import torch
+
+    calls = []
+    fused = torch._VF.lstm
+
+    def spy(inputs, state, weights, *args):
+        calls.append(to_numpy(weights[1].T))
+        return fused(inputs, state, weights, *args)
+
+    monkeypatch.setattr(torch._VF, "lstm", spy)
+    return calls
 
 
 @pytest.mark.parametrize("use_cudnn", ["auto", False])
@@ -95,10 +109,16 @@ def test_inference_equals_keras_lstm_with_same_weights():
     layer.build(X.shape)
     reference.build(X.shape)
     reference.set_weights(layer.get_weights())
-    np.testing.assert_array_equal(to_numpy(layer(X)), to_numpy(reference(X)))
-    np.testing.assert_array_equal(
-        to_numpy(layer(X, training=False)), to_numpy(reference(X, training=False))
+    # Bit-exact where both run one kernel; on torch off CUDA ours runs
+    # PyTorch's LSTM kernel and Keras's LSTM its Python loop (float32 sums
+    # in another order).
+    check = (
+        np.testing.assert_array_equal
+        if keras.backend.backend() != "torch"
+        else lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     )
+    check(to_numpy(layer(X)), to_numpy(reference(X)))
+    check(to_numpy(layer(X, training=False)), to_numpy(reference(X, training=False)))
 
 
 def test_one_mask_per_pass_shared_by_batch_and_time_fresh_each_pass():
@@ -343,3 +363,73 @@ def test_fused_gru_gets_the_compute_dtype(monkeypatch, policy):
     out = layer(X, training=True)
     assert keras.backend.standardize_dtype(out.dtype) == compute
     assert calls == [{compute}]
+
+
+def _trained_twins(options, steps=2):
+    """Two identical LMs-in-miniature, one with the fused LSTM path ("auto":
+    PyTorch's kernel on torch, the backend's fused LSTM elsewhere) and one
+    with Keras's generic cell loop, trained `steps` SGD steps on the same
+    batches; returns their weights, last outputs and carried states."""
+    results = []
+    for use_cudnn in ("auto", False):
+        keras.utils.set_random_seed(7)
+        layer = WeightDropLSTM(
+            6, weight_dropout=0.5, seed=8, use_cudnn=use_cudnn, **options
+        )
+        inputs = keras.Input((9, 5), batch_size=6)
+        model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        targets = np.ones(model.output.shape, "float32")
+        for step in range(steps):
+            model.train_on_batch(X + step, targets)
+        states = [to_numpy(s) for s in layer.states] if layer.stateful else []
+        results.append(([to_numpy(w) for w in model.weights], to_numpy(model(X)), states))
+    return results
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"return_sequences": False, "go_backwards": True},
+        {"return_sequences": True, "dropout": 0.3},
+        {"return_sequences": True, "stateful": True},
+    ],
+    ids=["sequences", "backwards", "input-dropout", "stateful"],
+)
+def test_fused_path_trains_as_the_generic_loop(options):
+    # Two SGD steps at rate 1 from the same weights and the same masks: equal
+    # weights after them mean equal gradients for every weight, through the
+    # weight mask, the input dropout and (stateful) the carried state.
+    (fused_weights, fused_out, fused_states), (loop_weights, loop_out, loop_states) = (
+        _trained_twins(options)
+    )
+    for fused, loop in zip(fused_weights, loop_weights):
+        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(fused_out, loop_out, rtol=0, atol=2e-5)
+    for fused, loop in zip(fused_states, loop_states):
+        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
+    # the steps did change the weights
+    assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, _initial_weights())) > 1e-3
+
+
+def _initial_weights():
+    keras.utils.set_random_seed(7)
+    layer = WeightDropLSTM(6, weight_dropout=0.5, seed=8)
+    inputs = keras.Input((9, 5), batch_size=6)
+    model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
+    return [to_numpy(w) for w in model.weights]
+
+
+def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):
+    layer = WeightDropLSTM(5, weight_dropout=0.5, seed=9)
+    layer(X, training=True)
+    # a mask, unrolling or recurrent dropout: Keras's own paths, as for its LSTM
+    mask = np.arange(9)[None] < np.array([9, 6, 4, 9, 2, 7])[:, None]
+    layer(X, mask=mask, training=True)
+    WeightDropLSTM(5, recurrent_dropout=0.2)(X, training=True)
+    WeightDropLSTM(5, unroll=True)(X, training=True)
+    if keras.backend.backend() == "torch":
+        assert len(spy_lstm) == 1
+    else:  # elsewhere the backend's own fused LSTM, never torch's
+        assert not layer._native_torch_lstm_applies(X, None)

@@ -6,6 +6,7 @@ from keras import ops
 from keras_rnnreg._keras_compat import autocast_scope, backend_lstm
 from keras_rnnreg._validation import check_rate, check_seed
 from keras_rnnreg._stateful import CarriedStates
+from keras_rnnreg._torch_lstm import NativeTorchLSTM
 
 # Seeds the weight mask's generator apart from the cell's input-dropout
 # generator: two keras SeedGenerators with one seed yield the same random
@@ -60,7 +61,7 @@ class _RecurrentKernelDropConnect:
     layer runs with U' in place of U. Swapping the attribute for the length
     of `inner_loop` (as the reference AWD-LSTM `WeightDrop` does with
     `setattr`) sends U' wherever Keras would send U: the backend's fused
-    `lstm`/`gru` (cuDNN, the torch CPU path) and, when that raises
+    `lstm`/`gru` (cuDNN; PyTorch's own LSTM kernel on torch) and, when that raises
     `NotImplementedError`, the generic cell loop. Nothing of Keras's RNN code
     is copied, so every option of the parent layer keeps working.
     """
@@ -168,7 +169,9 @@ class _RecurrentKernelDropConnect:
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
-class WeightDropLSTM(_RecurrentKernelDropConnect, CarriedStates, keras.layers.LSTM):
+class WeightDropLSTM(
+    _RecurrentKernelDropConnect, CarriedStates, NativeTorchLSTM, keras.layers.LSTM
+):
     """The weight-dropped LSTM of AWD-LSTM: DropConnect on hidden-to-hidden weights.
 
     Merity, Keskar & Socher (2017), *Regularizing and Optimizing LSTM Language
@@ -183,8 +186,10 @@ class WeightDropLSTM(_RecurrentKernelDropConnect, CarriedStates, keras.layers.LS
 
     The same dropped weights serve the whole batch and every time step, so
     the LSTM itself is unchanged: the dropped kernel goes to the backend's
-    fused implementation (cuDNN on GPUs, the torch backend's CPU kernel) and
-    only falls back to the per-step cell loop where Keras's own LSTM would.
+    fused implementation (cuDNN on GPUs; on the torch backend PyTorch's own
+    LSTM kernel on every device, where Keras's LSTM loops in Python off
+    CUDA) and only falls back to the per-step cell loop where Keras's own
+    LSTM would.
     At inference (`training=False`) the raw kernel is used. Gradients flow to
     the raw kernel through the mask.
 
