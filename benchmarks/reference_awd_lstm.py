@@ -265,6 +265,26 @@ def evaluate(model, data, bptt, batch_size):
     return math.exp(total_loss / total_tokens)
 
 
+def train_step(model, optimizer, config, inputs, targets, state):
+    """One truncated-BPTT step: the carried state detached, cross-entropy
+    plus AR/TAR (§4.6) backpropagated, the global norm clipped, one SGD
+    step. Returns the cross-entropy (a tensor) and the new state."""
+    state = detach(state)
+    optimizer.zero_grad(set_to_none=True)
+    logits, state, h, dropped_h = model(inputs, state)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+    penalty = 0.0
+    if config["alpha"]:
+        penalty = penalty + config["alpha"] * dropped_h.pow(2).mean()
+    if config["beta"] and h.size(0) > 1:
+        penalty = penalty + config["beta"] * (h[1:] - h[:-1]).pow(2).mean()
+    (loss + penalty).backward()
+    if config["clipnorm"]:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config["clipnorm"])
+    optimizer.step()
+    return loss, state
+
+
 def train(
     epochs,
     train_ids=None,
@@ -343,19 +363,7 @@ def train(
             # §4.1: the batch's rate scaled by its length over the base length.
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * length / bptt
-            state = detach(state)
-            optimizer.zero_grad(set_to_none=True)
-            logits, state, h, dropped_h = model(inputs, state)
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
-            penalty = 0.0
-            if config["alpha"]:
-                penalty = penalty + config["alpha"] * dropped_h.pow(2).mean()
-            if config["beta"] and h.size(0) > 1:
-                penalty = penalty + config["beta"] * (h[1:] - h[:-1]).pow(2).mean()
-            (loss + penalty).backward()
-            if config["clipnorm"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config["clipnorm"])
-            optimizer.step()
+            loss, state = train_step(model, optimizer, config, inputs, targets, state)
             # A device tensor: no host sync per batch on a GPU.
             loss_sum = loss_sum + loss.detach() * targets.numel()
             token_count += targets.numel()

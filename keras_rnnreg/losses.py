@@ -1,5 +1,7 @@
 """Token-level cross-entropy for language-model logits."""
 
+import weakref
+
 import keras
 from keras import ops
 
@@ -51,6 +53,45 @@ def token_cross_entropy(y_true, y_pred, from_logits=True):
     return ops.reshape(losses, shape[:-1])
 
 
+# The per-token losses of the last `TokenCrossEntropy` call, for `Perplexity`
+# on the same (y_true, y_pred) objects: in an eager torch train step the
+# metric would otherwise run a second full log-softmax over the vocabulary
+# (5% of an awd-lstm-cpu step on a CPU, docs/benchmarks.md). Compiled
+# backends merge the two computations themselves, and their traced tensors
+# must not outlive the trace, so nothing is kept there.
+_last_losses = None
+
+
+def _eager_torch():
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+
+    compiling = getattr(torch.compiler, "is_compiling", None)
+    return not (compiling and compiling())
+
+
+def _remember(y_true, y_pred, from_logits, losses):
+    global _last_losses
+    try:
+        refs = (weakref.ref(y_true), weakref.ref(y_pred))
+    except TypeError:  # lists and other inputs without weak references
+        _last_losses = None
+        return
+    _last_losses = (*refs, from_logits, ops.stop_gradient(losses))
+
+
+def recalled_token_cross_entropy(y_true, y_pred, from_logits):
+    """The last `TokenCrossEntropy` call's per-token losses (no gradient) if
+    it was given these very objects `y_true` and `y_pred`, else None."""
+    if _last_losses is None:
+        return None
+    true_ref, pred_ref, logits, losses = _last_losses
+    if true_ref() is y_true and pred_ref() is y_pred and logits == from_logits:
+        return losses
+    return None
+
+
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
 class TokenCrossEntropy(keras.losses.Loss):
     """Cross-entropy of next-token logits, averaged over tokens.
@@ -90,8 +131,19 @@ class TokenCrossEntropy(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.from_logits = check_bool("from_logits", from_logits)
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # Keras converts both before `call`; the metric sees the originals.
+        self._given = (y_true, y_pred) if _eager_torch() else None
+        try:
+            return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        finally:
+            self._given = None
+
     def call(self, y_true, y_pred):
-        return token_cross_entropy(y_true, y_pred, from_logits=self.from_logits)
+        losses = token_cross_entropy(y_true, y_pred, from_logits=self.from_logits)
+        if getattr(self, "_given", None) is not None:
+            _remember(*self._given, self.from_logits, losses)
+        return losses
 
     def get_config(self):
         return {**super().get_config(), "from_logits": self.from_logits}

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_rnnreg._keras_compat import keras_mask
 from keras_rnnreg._validation import check_bool
-from keras_rnnreg.losses import token_cross_entropy
+from keras_rnnreg.losses import recalled_token_cross_entropy, token_cross_entropy
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
@@ -56,9 +56,16 @@ class Perplexity(keras.metrics.MeanMetricWrapper):
         # Keras's Mean averages each row over time before summing rows, so a
         # batch of 35 tokens would count as much as one of 70, and padding
         # would change the weights; the sums here run over tokens.
-        values = ops.cast(
-            token_cross_entropy(y_true, y_pred, from_logits=self.from_logits), self.dtype
-        )
+        values = recalled_token_cross_entropy(y_true, y_pred, self.from_logits)
+        if values is None:
+            # No gradient is needed: on torch the metric would otherwise
+            # record its own autograd graph in the train step.
+            values = token_cross_entropy(
+                y_true,
+                ops.stop_gradient(ops.convert_to_tensor(y_pred)),
+                from_logits=self.from_logits,
+            )
+        values = ops.cast(values, self.dtype)
         # Padded steps (target < 0) never count, whether or not their mask
         # arrived (on JAX a train step's metrics get none).
         weights = ops.cast(

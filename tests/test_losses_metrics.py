@@ -105,3 +105,37 @@ def test_bad_arguments():
         TokenCrossEntropy(from_logits="yes")
     with pytest.raises(TypeError, match="from_logits"):
         Perplexity(from_logits=1)
+
+
+def test_train_step_perplexity_reuses_the_losses_only_for_the_same_tensors(monkeypatch):
+    # On eager torch the metric takes the loss's per-token values for the
+    # same (y_true, y_pred) rather than a second log-softmax; elsewhere (and
+    # for other tensors) it computes its own. Either way the value is exp of
+    # the step's token mean on the logits before the update.
+    import keras_rnnreg.metrics as metrics_module
+
+    calls = []
+    real = metrics_module.token_cross_entropy
+    monkeypatch.setattr(
+        metrics_module, "token_cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    tokens = keras.Input((7,), dtype="int32")
+    logits = keras.layers.Dense(11)(keras.layers.Embedding(11, 4)(tokens))
+    model = keras.Model(tokens, logits)
+    model.compile(keras.optimizers.SGD(0.5), TokenCrossEntropy(), metrics=[Perplexity()])
+    model.train_on_batch(Y, Y)  # builds the train step before counting
+    model.reset_metrics()
+    before = to_numpy(model(Y))
+    calls.clear()
+    logs = model.train_on_batch(Y, Y, return_dict=True)
+    expected = math.exp(numpy_token_nll(Y, before).mean())
+    np.testing.assert_allclose(logs["perplexity"], expected, rtol=1e-5)
+    if keras.backend.backend() == "torch":
+        assert calls == []
+    # another y_pred with the same targets: computed, not recalled
+    metric = Perplexity()
+    metric.update_state(Y, LOGITS)
+    assert len(calls) == 1
+    np.testing.assert_allclose(
+        to_numpy(metric.result()), math.exp(numpy_token_nll(Y, LOGITS).mean()), rtol=1e-5
+    )

@@ -1,0 +1,214 @@
+"""Training throughput of the AWD-LSTM language model: keras_rnnreg against PyTorch.
+
+The same model on both sides, the `awd-lstm-cpu` preset at batch 20 (issue
+10 §5): vocabulary 10000, embedding 200, LSTMs of 400, 400 and 200 units,
+tied softmax, BPTT 70, stateful (the state carried from batch to batch). Four
+variants, interleaved in one process:
+
+    keras_awd      `get_preset("awd-lstm-cpu").build(...)`, compiled by the
+                   preset (its ASGD before averaging starts, global clipping
+                   0.25, weight decay, TokenCrossEntropy, Perplexity), every
+                   regularizer on: weight drop 0.5, embedding dropout 0.1,
+                   locked dropout 0.4/0.3/0.4, AR 2 / TAR 1
+    keras_plain    the same builder with every regularizer off (rates and
+                   AR/TAR 0): the cost of the Keras model and training step
+    pytorch_awd    benchmarks/reference_awd_lstm.py, the PyTorch AWD-LSTM the
+                   reproductions compare against (nn.Embedding, torch's LSTM
+                   kernel with a dropped W_hh, SGD, clip_grad_norm_), same
+                   hyperparameters, read from the preset
+    pytorch_plain  that reference with every regularizer off
+
+Training runs `train_on_batch` on random token ids (the pytorch variants
+through the reference's own `train_step`); each model is built and warmed
+up first, then every repeat times `--batches` steps of each variant in
+turn, so a shared machine's drifts hit all alike. Printed: per variant the
+median tokens/s over repeats, its range, and the ratios of medians (the
+headline ratios are keras_awd / pytorch_awd and each side's awd / plain).
+
+The backend is KERAS_BACKEND; the pytorch variants run in the same process
+on every backend. Both sides get `--threads` threads (default: one per
+core the process may run on), so pin the process for a fair comparison:
+
+    KERAS_BACKEND=jax taskset -c 0 .venv/bin/python benchmarks/awd_vs_pytorch.py
+    KERAS_BACKEND=torch .venv/bin/python benchmarks/awd_vs_pytorch.py --quick
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+THREADS_HELP = (
+    "intra-op threads of torch (both sides) and TensorFlow; JAX's XLA is given "
+    "one thread when this is 1. Default: the cores this process may run on."
+)
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=4, help="timed steps per variant per repeat")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--bptt", type=int, default=70)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help=THREADS_HELP)
+    parser.add_argument("--variants", default="keras_awd,keras_plain,pytorch_awd,pytorch_plain")
+    parser.add_argument("--quick", action="store_true", help="2 repeats x 1 step: a smoke test")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batches, args.warmup = 2, 1, 1
+    return args
+
+
+ARGS = _parse(sys.argv[1:]) if __name__ == "__main__" else None
+if ARGS is not None and ARGS.threads == 1:
+    # XLA's CPU thread pool is fixed when JAX starts.
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_awd_lstm as reference  # noqa: E402
+
+from keras_rnnreg.models import get_preset  # noqa: E402
+
+VOCAB = 10000
+REGULARIZERS_OFF = {
+    "weight_dropout": 0.0,
+    "embedding_dropout": 0.0,
+    "input_dropout": 0.0,
+    "hidden_dropout": 0.0,
+    "output_dropout": 0.0,
+    "alpha": 0.0,
+    "beta": 0.0,
+}
+
+
+class KerasLM:
+    def __init__(self, preset, overrides):
+        self.model = preset.compile(preset.build(VOCAB, **overrides))
+
+    def train_on_batch(self, x, y):
+        return self.model.train_on_batch(x, y)
+
+
+class PyTorchLM:
+    """The reference AWD-LSTM with a Keras-like `train_on_batch` on
+    (batch, time) arrays, carrying its state as the reference's loop does."""
+
+    def __init__(self, preset, overrides):
+        self.config = reference.preset_hyperparameters(preset, **overrides)
+        self.model = reference.AWDLSTM(VOCAB, self.config)
+        self.model.train()
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=self.config["learning_rate"],
+            weight_decay=self.config["weight_decay"],
+        )
+        self.state = self.model.init_state(self.config["batch_size"])
+
+    def train_on_batch(self, x, y):
+        # The reference is time-major; the transposes are part of its data path.
+        inputs = torch.from_numpy(x.T.astype(np.int64))
+        targets = torch.from_numpy(y.T.astype(np.int64))
+        loss, self.state = reference.train_step(
+            self.model, self.optimizer, self.config, inputs, targets, self.state
+        )
+        return loss.detach()
+
+
+BUILDERS = {
+    "keras_awd": lambda preset: KerasLM(preset, {}),
+    "keras_plain": lambda preset: KerasLM(preset, REGULARIZERS_OFF),
+    "pytorch_awd": lambda preset: PyTorchLM(preset, {}),
+    "pytorch_plain": lambda preset: PyTorchLM(preset, REGULARIZERS_OFF),
+}
+
+
+def run_steps(model, x, y, start, n_steps):
+    loss = None
+    for i in range(n_steps):
+        j = (start + i) % len(x)
+        loss = model.train_on_batch(x[j], y[j])
+    return float(np.asarray(keras.ops.convert_to_numpy(loss) if not isinstance(loss, torch.Tensor)
+                            else loss.numpy()).reshape(-1)[0])  # forces a sync
+
+
+def _ratio(median, a, b):
+    if a in median and b in median:
+        return f"{a} / {b} = {median[a] / median[b]:.3f}"
+    return None
+
+
+def main(args):
+    backend = keras.backend.backend()
+    torch.set_num_threads(args.threads)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    names = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(BUILDERS))
+    if unknown:
+        raise SystemExit(f"error: --variants: unknown {', '.join(unknown)}; known: {', '.join(BUILDERS)}")
+    keras.utils.set_random_seed(args.seed)
+    preset = get_preset("awd-lstm-cpu").replace(batch_size=args.batch_size, bptt=args.bptt)
+    rng = np.random.default_rng(args.seed)
+    data = rng.integers(0, VOCAB, size=(20, args.batch_size, args.bptt + 1), dtype=np.int32)
+    x, y = data[:, :, :-1], data[:, :, 1:]
+    tokens_per_step = args.batch_size * args.bptt
+    print(
+        f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC  "
+        f"backend: {backend}  keras {keras.__version__}  torch {torch.__version__}  "
+        f"python {platform.python_version()}  threads: {args.threads}  "
+        f"cores allowed: {len(os.sched_getaffinity(0))}"
+    )
+    print(
+        f"model: awd-lstm-cpu (vocab {VOCAB}, embedding 200, LSTMs 400/400/200, tied), "
+        f"batch {args.batch_size}, bptt {args.bptt}; "
+        f"{args.repeats} repeats x {args.batches} steps, interleaved"
+    )
+    models = {}
+    for name in names:
+        start = time.perf_counter()
+        models[name] = BUILDERS[name](preset)
+        loss = run_steps(models[name], x, y, 0, args.warmup)
+        print(f"  warm-up {name:<14} {time.perf_counter() - start:6.1f} s  loss {loss:.3f}", flush=True)
+
+    rates = {name: [] for name in models}
+    position = args.warmup
+    for repeat in range(args.repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            run_steps(model, x, y, position, args.batches)
+            rates[name].append(args.batches * tokens_per_step / (time.perf_counter() - start))
+        position += args.batches
+        line = ", ".join(f"{name} {r[-1]:,.0f}" for name, r in rates.items())
+        print(f"  repeat {repeat + 1}/{args.repeats}: {line}", flush=True)
+
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    print("\n| backend | variant | median tokens/s | min - max |")
+    print("| --- | --- | ---: | ---: |")
+    for name, r in rates.items():
+        print(f"| {backend} | {name} | {median[name]:,.0f} | {min(r):,.0f} - {max(r):,.0f} |")
+    ratios = [
+        _ratio(median, "keras_awd", "pytorch_awd"),
+        _ratio(median, "keras_plain", "pytorch_plain"),
+        _ratio(median, "keras_awd", "keras_plain"),
+        _ratio(median, "pytorch_awd", "pytorch_plain"),
+    ]
+    print("\n" + "; ".join(r for r in ratios if r))
+
+
+if __name__ == "__main__":
+    main(ARGS)
