@@ -35,11 +35,10 @@ core the process may run on), so pin the process for a fair comparison:
 
 import argparse
 import datetime
+import functools
 import os
 import platform
-import statistics
 import sys
-import time
 
 THREADS_HELP = (
     "intra-op threads of torch (both sides) and TensorFlow; JAX's XLA is given "
@@ -78,6 +77,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_awd_lstm as reference  # noqa: E402
+from _interleaved import print_medians, time_interleaved  # noqa: E402
 
 from keras_rnnreg.models import get_preset  # noqa: E402
 
@@ -134,15 +134,6 @@ BUILDERS = {
 }
 
 
-def run_steps(model, x, y, start, n_steps):
-    loss = None
-    for i in range(n_steps):
-        j = (start + i) % len(x)
-        loss = model.train_on_batch(x[j], y[j])
-    return float(np.asarray(keras.ops.convert_to_numpy(loss) if not isinstance(loss, torch.Tensor)
-                            else loss.numpy()).reshape(-1)[0])  # forces a sync
-
-
 def _ratio(median, a, b):
     if a in median and b in median:
         return f"{a} / {b} = {median[a] / median[b]:.3f}"
@@ -178,29 +169,11 @@ def main(args):
         f"batch {args.batch_size}, bptt {args.bptt}; "
         f"{args.repeats} repeats x {args.batches} steps, interleaved"
     )
-    models = {}
-    for name in names:
-        start = time.perf_counter()
-        models[name] = BUILDERS[name](preset)
-        loss = run_steps(models[name], x, y, 0, args.warmup)
-        print(f"  warm-up {name:<14} {time.perf_counter() - start:6.1f} s  loss {loss:.3f}", flush=True)
-
-    rates = {name: [] for name in models}
-    position = args.warmup
-    for repeat in range(args.repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            run_steps(model, x, y, position, args.batches)
-            rates[name].append(args.batches * tokens_per_step / (time.perf_counter() - start))
-        position += args.batches
-        line = ", ".join(f"{name} {r[-1]:,.0f}" for name, r in rates.items())
-        print(f"  repeat {repeat + 1}/{args.repeats}: {line}", flush=True)
-
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    print("\n| backend | variant | median tokens/s | min - max |")
-    print("| --- | --- | ---: | ---: |")
-    for name, r in rates.items():
-        print(f"| {backend} | {name} | {median[name]:,.0f} | {min(r):,.0f} - {max(r):,.0f} |")
+    builders = {name: functools.partial(BUILDERS[name], preset) for name in names}
+    rates = time_interleaved(
+        builders, x, y, tokens_per_step, args.repeats, args.batches, args.warmup
+    )
+    median = print_medians(backend, rates)
     ratios = [
         _ratio(median, "keras_awd", "pytorch_awd"),
         _ratio(median, "keras_plain", "pytorch_plain"),

@@ -34,12 +34,12 @@ repeats and the ratios of medians.
 
 import argparse
 import datetime
-import statistics
-import time
+import functools
 
 import keras
 import numpy as np
 
+from _interleaved import print_medians, time_interleaved
 from keras_rnnreg.layers import NoisinCell, NoisinLSTM, NoisinRNN
 
 VOCAB = 10000
@@ -126,14 +126,6 @@ class TorchNoisinLM:
         return loss.detach().numpy()
 
 
-def run_steps(model, x, y, start, n_steps):
-    loss = None
-    for i in range(n_steps):
-        j = (start + i) % len(x)
-        loss = model.train_on_batch(x[j], y[j])
-    return float(np.asarray(loss).reshape(-1)[0])  # forces a sync
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -172,29 +164,12 @@ def main(argv=None):
         f"bptt {BPTT}; {args.repeats} repeats x {args.batches} steps, interleaved"
     )
 
-    models = {}
-    for name in [*RECURRENT, "pytorch"]:
-        start = time.perf_counter()
-        models[name] = build_model(name) if name in RECURRENT else TorchNoisinLM(args.seed)
-        loss = run_steps(models[name], x, y, 0, args.warmup)
-        print(f"  warm-up {name:<10} {time.perf_counter() - start:6.1f} s  loss {loss:.3f}", flush=True)
-
-    rates = {name: [] for name in models}
-    position = args.warmup
-    for repeat in range(args.repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            run_steps(model, x, y, position, args.batches)
-            rates[name].append(args.batches * tokens_per_step / (time.perf_counter() - start))
-        position += args.batches
-        line = ", ".join(f"{name} {r[-1]:,.0f}" for name, r in rates.items())
-        print(f"  repeat {repeat + 1}/{args.repeats}: {line}", flush=True)
-
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"\n| backend | variant | median tokens/s | min - max |")
-    print("| --- | --- | ---: | ---: |")
-    for name, r in rates.items():
-        print(f"| {backend} | {name} | {median[name]:,.0f} | {min(r):,.0f} - {max(r):,.0f} |")
+    builders = {name: functools.partial(build_model, name) for name in RECURRENT}
+    builders["pytorch"] = functools.partial(TorchNoisinLM, args.seed)
+    rates = time_interleaved(
+        builders, x, y, tokens_per_step, args.repeats, args.batches, args.warmup
+    )
+    median = print_medians(backend, rates)
     print(
         f"\nnoisin / pytorch = {median['noisin'] / median['pytorch']:.3f} (target >= 1.0); "
         f"noisin / cell_loop = {median['noisin'] / median['cell_loop']:.3f} (target >= 0.9); "
