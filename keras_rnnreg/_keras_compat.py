@@ -97,6 +97,21 @@ def random_seed_dtype():
     return seed_dtype()
 
 
+def torch_dropout_generator(seed, noise_shape):
+    """The `torch.Generator` Keras's torch `dropout` would draw its mask
+    with for `seed` (a SeedGenerator, an int or None), advancing the seed
+    generator as it does; None where Keras would take its unseeded path
+    (`torch.nn.functional.dropout` on the global generator)."""
+    from keras.src.backend.torch.random import torch_seed_generator
+
+    unseeded = seed is None or (
+        isinstance(seed, keras.random.SeedGenerator) and seed._initial_seed is None
+    )
+    if unseeded and noise_shape is None:
+        return None
+    return torch_seed_generator(seed)
+
+
 def autocast_scope(dtype):
     """`keras.src.backend.AutocastScope`: inside it, float variables read as
     `dtype`. The weight-dropped LSTM reads its float32 weights unrounded under
@@ -180,6 +195,17 @@ def _probe_import(module, attribute, parameters=None):
         return None
 
     return probe
+
+
+def _probe_torch_seed_generator():
+    if keras.backend.backend() != "torch":
+        return None  # imported only on the torch backend
+    problem = _probe_import("keras.src.backend.torch.random", "torch_seed_generator", ["seed"])()
+    if problem:
+        return problem
+    if not hasattr(keras.random.SeedGenerator(1), "_initial_seed"):
+        return "SeedGenerator has no `_initial_seed`"
+    return None
 
 
 def _probe_bidirectional_reads_use_cudnn():
@@ -267,6 +293,10 @@ INTERNALS = {
     "keras.src.backend.random_seed_dtype": (
         "GradientNoise's step-derived seed tensors",
         _probe_import("keras.src.backend", "random_seed_dtype"),
+    ),
+    "keras.src.backend.torch.random.torch_seed_generator, SeedGenerator._initial_seed": (
+        "LockedDropout's and weight drop's masks on torch, drawn as Keras's dropout draws them",
+        _probe_torch_seed_generator,
     ),
     "keras.src.backend.AutocastScope": (
         "WeightDropLSTM reads float32 weights under a 16-bit policy (JAX GPUs)",

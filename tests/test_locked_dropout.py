@@ -92,3 +92,27 @@ def test_a_2d_input_is_rejected_when_the_model_is_built(make):
     """Not at the first fit: a sequence layer given (batch, features)."""
     with pytest.raises(ValueError, match=r"expects a 3D input .*\(None, 8\) \(2D\)"):
         make(keras.Input((8,)))
+
+
+@pytest.mark.parametrize("noise_shape", [None, (None, 1, None)])
+@pytest.mark.parametrize("rate", [0.3, 0.5])
+def test_our_dropout_draws_kerass_masks_from_the_same_seed_steps(noise_shape, rate):
+    # keras_rnnreg's dropout (one multiply on torch) against keras.random's:
+    # twin seed generators give the same outputs call after call.
+    from keras_rnnreg._dropout import dropout
+
+    x = np.random.default_rng(1).normal(size=(4, 6, 5)).astype("float32")
+    ours, theirs = keras.random.SeedGenerator(11), keras.random.SeedGenerator(11)
+    for _ in range(3):
+        expected = to_numpy(
+            keras.random.dropout(
+                keras.ops.convert_to_tensor(x), rate, noise_shape=noise_shape, seed=theirs
+            )
+        )
+        got = to_numpy(dropout(x, rate, noise_shape=noise_shape, seed=ours))
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+        kept = got != 0
+        np.testing.assert_allclose(got[kept], x[kept] / (1 - rate), rtol=1e-6)
+    if noise_shape is not None:  # one mask per sequence and feature
+        assert (kept == kept[:, :1]).all()
+    np.testing.assert_array_equal(to_numpy(ours.state), to_numpy(theirs.state))

@@ -1,5 +1,6 @@
 import keras
 
+from keras_rnnreg._dropout import dropout
 from keras_rnnreg._validation import check_rank, check_rate, check_seed
 
 
@@ -54,7 +55,9 @@ class LockedDropout(keras.layers.Dropout):
 
     def call(self, inputs, training=False):
         check_rank(type(self).__name__, "inputs", inputs.shape, 3)
-        return super().call(inputs, training=training)
+        if training and self.rate > 0:
+            return dropout(inputs, self.rate, self.noise_shape, seed=self.seed_generator)
+        return inputs
 
     def get_config(self):
         config = super().get_config()

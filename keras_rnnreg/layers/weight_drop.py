@@ -3,6 +3,7 @@ import contextlib
 import keras
 from keras import ops
 
+from keras_rnnreg._dropout import dropout
 from keras_rnnreg._keras_compat import autocast_scope, backend_lstm
 from keras_rnnreg._validation import check_rate, check_seed
 from keras_rnnreg._stateful import CarriedStates
@@ -94,9 +95,7 @@ class _RecurrentKernelDropConnect:
         """U' = U ⊙ M / (1 - p), a fresh mask M at each call, in `dtype`
         (default: the cell's compute dtype)."""
         kernel = ops.cast(self.cell.recurrent_kernel, dtype or self.cell.compute_dtype)
-        return keras.random.dropout(
-            kernel, self.weight_dropout, seed=self.weight_dropout_seed_generator
-        )
+        return dropout(kernel, self.weight_dropout, seed=self.weight_dropout_seed_generator)
 
     @contextlib.contextmanager
     def _recurrent_kernel_replaced(self, kernel):

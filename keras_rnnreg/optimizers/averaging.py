@@ -140,10 +140,14 @@ class ASGD(keras.optimizers.SGD):
         start = ops.cast(self.averaging_start, "float32")
         # During this step `iterations` = k - 1, so the new count is k - T + 1.
         count = ops.cast(self.iterations, "float32") - start + 2.0
-        weight = ops.where(start >= 0, 1.0 / ops.maximum(count, 1.0), 0.0)
-        self.assign_add(
-            average, ops.multiply(ops.subtract(variable, average), ops.cast(weight, average.dtype))
-        )
+        weight = ops.cast(ops.where(start >= 0, 1.0 / ops.maximum(count, 1.0), 0.0), average.dtype)
+        if keras.backend.backend() == "torch":
+            # Eager torch would make three passes over every weight (the
+            # difference, its scaling, the sum), compiled backends fuse
+            # them; lerp_ is one: w̄ + (w - w̄)·weight in place.
+            average.value.lerp_(variable.value, weight)
+            return
+        self.assign_add(average, ops.multiply(ops.subtract(variable, average), weight))
 
     def assign_average_to_variables(self):
         """Sets the model's variables to w̄ (the model NT-ASGD returns)."""
