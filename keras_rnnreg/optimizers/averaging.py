@@ -135,7 +135,18 @@ class ASGD(keras.optimizers.SGD):
             average.assign(value)
 
     def update_step(self, gradient, variable, learning_rate):
-        super().update_step(gradient, variable, learning_rate)
+        if keras.backend.backend() == "torch" and self.momentum == 0:
+            # w -= lr·g in place: one pass where Keras's SGD makes the
+            # product, the difference and the copy back as three.
+            import torch
+
+            with torch.no_grad():  # also outside Keras's trainer (custom loops)
+                variable.value.addcmul_(
+                    ops.cast(gradient, variable.dtype), ops.cast(learning_rate, variable.dtype),
+                    value=-1,
+                )
+        else:
+            super().update_step(gradient, variable, learning_rate)
         average = self._averages[optimizer_variable_index(self, variable)]
         start = ops.cast(self.averaging_start, "float32")
         # During this step `iterations` = k - 1, so the new count is k - T + 1.
@@ -145,7 +156,10 @@ class ASGD(keras.optimizers.SGD):
             # Eager torch would make three passes over every weight (the
             # difference, its scaling, the sum), compiled backends fuse
             # them; lerp_ is one: w̄ + (w - w̄)·weight in place.
-            average.value.lerp_(variable.value, weight)
+            import torch
+
+            with torch.no_grad():
+                average.value.lerp_(variable.value, weight)
             return
         self.assign_add(average, ops.multiply(ops.subtract(variable, average), weight))
 
