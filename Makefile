@@ -1,5 +1,7 @@
 # `make demo` and `make test` are the two entry points (see README.md);
 # `make docs` builds the documentation site.
+# bash: `make bench` needs pipefail.
+SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +14,7 @@ DEMO_BACKEND := $(or $(KERAS_BACKEND),tensorflow)
 KERAS_MINIMUM := $(shell sed -n 's/^KERAS_MINIMUM = "\(.*\)"/\1/p' keras_rnnreg/_keras_compat.py)
 KERAS_MINIMUM_DIR := .keras-minimum
 
-.PHONY: demo test test-keras-minimum venv docs benchmark clean
+.PHONY: demo test test-keras-minimum venv docs bench benchmark clean
 
 # The CPU build of torch is installed first, pinned, so that the package's
 # `torch>=2.2,<3` range is already met and pip never pulls a multi-GB CUDA build.
@@ -68,12 +70,25 @@ test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	$(MAKE) --no-print-directory docs || status=1; \
 	exit $$status
 
-# torch runs single-threaded: on a shared 2-core machine its two OpenMP
-# threads stall whenever another process holds a core (docs/benchmarks.md).
-benchmark: venv
-	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/throughput.py
-	KERAS_BACKEND=jax $(BIN)/python benchmarks/throughput.py
-	KERAS_BACKEND=torch $(BIN)/python benchmarks/throughput.py --threads 1
+# The short benchmarks (docs/benchmarks.md), on every backend, each one
+# single-threaded: on a shared 2-core machine torch's two OpenMP threads
+# stall whenever another process holds a core, and one thread on every side
+# keeps the Keras-vs-PyTorch comparison fair. Each prints its medians and
+# ratios, and a copy goes to runs/bench/. About 20 minutes on 2 cores.
+BENCH_VARIANTS := plain,keras_lstm,weight_drop,locked_dropout,embedding_dropout,artar,tied,asgd_off
+bench: venv
+	mkdir -p runs/bench
+	@set -o pipefail; for backend in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$backend ==="; \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/awd_vs_pytorch.py --threads 1 \
+	    | tee runs/bench/awd_vs_pytorch-$$backend.txt || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py --threads 1 \
+	    --variants $(BENCH_VARIANTS) | tee runs/bench/throughput-$$backend.txt || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noisin_throughput.py --threads 1 \
+	    | tee runs/bench/noisin_throughput-$$backend.txt || exit 1; \
+	done
+
+benchmark: bench
 
 clean:
 	rm -rf $(VENV) $(KERAS_MINIMUM_DIR) *.egg-info .pytest_cache site

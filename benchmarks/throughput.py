@@ -4,7 +4,8 @@ Every variant is the same 2-layer LM (vocabulary 10000, embedding 200, two
 LSTMs of 200 units, batch 20, BPTT 35) with one more AWD-LSTM piece switched
 on than the variant before it:
 
-    plain              Embedding -> LSTM(200) -> LSTM(200) -> Dense(10000)
+    plain              Embedding -> LSTM(200) -> LSTM(200) -> Dense(10000),
+                         the LSTMs WeightDropLSTM(200, weight_dropout=0)
     weight_drop        both LSTMs -> WeightDropLSTM(200, weight_dropout=0.5)
     locked_dropout     + LockedDropout 0.4 / 0.3 / 0.4 (embedding output,
                          between the LSTMs, after the last LSTM)
@@ -13,6 +14,8 @@ on than the variant before it:
     tied               + tied softmax, embedding(h, reverse=True) instead of
                          Dense (with an output bias, as the Dense has)
 
+`keras_lstm` is `plain` with `keras.layers.LSTM` (the same kernel except on
+torch off CUDA, where Keras's LSTM loops in Python and ours does not).
 The training-side variants run on the `plain` model: `gradient_noise`
 (`GradientNoise` around the same SGD), `gradient_noise_per_variable` (its
 former one-draw-per-variable noise), `asgd_off`/`asgd_averaging` (ASGD before
@@ -78,6 +81,13 @@ CLIPNORM = 0.25  # AWD-LSTM clips the global gradient norm at 0.25
 
 
 def _lstm(units):
+    # keras_rnnreg's LSTM without weight drop, so that every variant runs the
+    # same recurrent kernel: on torch off CUDA ours is PyTorch's native LSTM
+    # and keras.layers.LSTM a Python loop (the `keras_lstm` variant).
+    return WeightDropLSTM(units, weight_dropout=0.0, return_sequences=True)
+
+
+def _keras_lstm(units):
     return keras.layers.LSTM(units, return_sequences=True)
 
 
@@ -124,6 +134,7 @@ _AWD = dict(rnn=_weight_drop_lstm, locked_dropout=True, embedding_dropout=True)
 # name -> function returning an uncompiled keras.Model. Order = table order.
 VARIANTS = {
     "plain": functools.partial(_lm),
+    "keras_lstm": functools.partial(_lm, rnn=_keras_lstm),
     "weight_drop": functools.partial(_lm, rnn=_weight_drop_lstm),
     "locked_dropout": functools.partial(
         _lm, rnn=_weight_drop_lstm, locked_dropout=True

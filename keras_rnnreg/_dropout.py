@@ -1,12 +1,15 @@
-"""`keras.random.dropout` with one multiply on the torch backend.
+"""`keras.random.dropout` at lower cost on the torch backend.
 
-Keras's torch dropout returns `where(mask, x / keep, 0)`: a division and a
-select over the whole tensor, and both again in the backward pass. Eager
-torch runs each as its own pass, and weight drop and locked dropout run
-several per training step. Here the mask, drawn exactly as Keras draws it
-(the same generator, the same Bernoulli matrix of the noise shape), is
-scaled by 1/keep at its own size and multiplied in once. Elsewhere, and
-where Keras takes its unseeded path, this is `keras.random.dropout`.
+Keras's torch dropout draws its mask with `torch.bernoulli` and returns
+`where(mask, x / keep, 0)`: a division and a select over the whole tensor,
+and both again in the backward pass, each its own pass in eager torch;
+weight drop and locked dropout run several per training step. Here the
+mask is `u < keep` for uniform u (Bernoulli(keep) exactly, and on a CPU a
+third of `torch.bernoulli`'s time: 0.54 against 1.62 ms for a 200 x 800
+weight mask), scaled by 1/keep at its own size and multiplied in once. The
+seed handling is Keras's: the same generator from the same seed-generator
+step, or torch's global generator where Keras would use it (unseeded, no
+noise shape). Elsewhere this is `keras.random.dropout`.
 """
 
 import keras
@@ -17,7 +20,7 @@ from keras_rnnreg._keras_compat import torch_dropout_generator
 
 def dropout(inputs, rate, noise_shape=None, seed=None):
     """`keras.random.dropout(inputs, rate, noise_shape, seed)`: the same
-    masks, the same seed-generator steps; cheaper in eager torch."""
+    distribution and the same seed-generator steps; cheaper in eager torch."""
     if keras.backend.backend() != "torch" or rate in (0.0, 1.0):
         return keras.random.dropout(inputs, rate, noise_shape=noise_shape, seed=seed)
     import torch
@@ -26,11 +29,10 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     if inputs.device.type == "meta":  # symbolic shapes: no generator
         return keras.random.dropout(inputs, rate, noise_shape=noise_shape, seed=seed)
     generator = torch_dropout_generator(seed, noise_shape)
-    if generator is None:
-        return keras.random.dropout(inputs, rate, noise_shape=noise_shape, seed=seed)
     keep = 1.0 - rate
     shape = tuple(inputs.shape)
     if noise_shape is not None:
         shape = tuple(n if d is None else d for n, d in zip(shape, noise_shape))
-    mask = torch.bernoulli(torch.full(shape, keep, device=generator.device), generator=generator)
-    return inputs * mask.div_(keep).to(device=inputs.device, dtype=inputs.dtype)
+    device = inputs.device if generator is None else generator.device
+    scale = torch.rand(shape, generator=generator, device=device).lt_(keep).div_(keep)
+    return inputs * scale.to(device=inputs.device, dtype=inputs.dtype)

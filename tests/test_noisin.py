@@ -653,17 +653,29 @@ class _SubclassedLSTMCell(keras.layers.LSTMCell):
 
 
 @pytest.mark.parametrize("mode", ["multiplicative", "additive"])
-def test_the_lstm_loop_equals_the_cell_call_loop_in_outputs_states_and_gradients(mode):
+@pytest.mark.parametrize(
+    "options",
+    [{"masked": True}, {}, {"go_backwards": True}, {"return_sequences": False}],
+    ids=["masked", "unmasked", "backwards", "last-output"],
+)
+def test_the_lstm_loop_equals_the_cell_call_loop_in_outputs_states_and_gradients(mode, options):
+    # Unmasked on torch the fast loop is its own torch loop; masked (and on
+    # the other backends) it runs through Keras's loop.
+    options = dict(options)
+    masked = options.pop("masked", False)
+    options.setdefault("return_sequences", True)
+
     def layer(cell_class):
         return NoisinRNN(NoisinCell(cell_class(6), "gaussian", 0.3, mode, seed=4),
-                         return_sequences=True, return_state=True)
+                         return_state=True, **options)
 
     fast, generic = layer(keras.layers.LSTMCell), layer(_SubclassedLSTMCell)
     fast.build(X.shape)
     generic.build(X.shape)
     generic.set_weights(fast.get_weights())
-    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1]], bool)
-    for a, b in zip(fast(X, mask=mask, training=True), generic(X, mask=mask, training=True)):
+    mask = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 0], [0, 1, 1]], bool) if masked else None
+    for a, b in zip(fast(X, mask=mask, training=True), generic(X, mask=mask, training=True),
+                    strict=True):
         np.testing.assert_allclose(np_(a), np_(b), rtol=1e-6, atol=1e-6)
     fast.return_state = generic.return_state = False
     for a, b in zip(gradients(fast, X), gradients(generic, X), strict=True):

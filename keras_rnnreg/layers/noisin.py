@@ -500,6 +500,11 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
             projected = projected + ops.cast(lstm.bias, dtype)
         recurrent_kernel = ops.cast(lstm.recurrent_kernel, dtype)
         activation, recurrent_activation = lstm.activation, lstm.recurrent_activation
+        if keras.backend.backend() == "torch" and mask is None and not self.unroll:
+            return self._torch_lstm_loop(
+                projected, recurrent_kernel, noise, initial_state, activation,
+                recurrent_activation, copy_states,
+            )
         packed, unpack = _pack((projected, noise))
 
         def step(inputs, states):
@@ -514,6 +519,42 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
             return h, [h, c]
 
         return self._loop(step, packed, initial_state, mask, sequences.shape[1])
+
+
+    def _torch_lstm_loop(self, projected, recurrent_kernel, noise, initial_state,
+                         activation, recurrent_activation, copy_states):
+        """`_lstm_loop`'s steps as plain torch calls, for eager torch.
+
+        Keras's generic loop runs in Python on torch, and there each step
+        went through the loop's bookkeeping and `keras.ops`' conversions
+        around every one of its ten operations; a step here is one addmm
+        (x_t W + b + h_{t-1} U), the gates and the noise, as a hand-written
+        PyTorch loop would issue them. Same arithmetic, same outputs, last
+        output and states as the generic loop (outputs in processing order
+        with `go_backwards`).
+        """
+        import torch
+
+        # The standard activations straight from torch, skipping ops'
+        # conversions; any other activation is called as given.
+        direct = {keras.activations.tanh: torch.tanh, keras.activations.sigmoid: torch.sigmoid}
+        activation = direct.get(activation, activation)
+        recurrent_activation = direct.get(recurrent_activation, recurrent_activation)
+        h, c = initial_state[0], initial_state[1]
+        if copy_states:  # stateful: Keras later writes the new state into these
+            h, c = h.clone(), c.clone()
+        steps = projected.shape[1]
+        order = range(steps - 1, -1, -1) if self.go_backwards else range(steps)
+        mode = self.cell.mode
+        outputs = []
+        for t in order:
+            z = torch.addmm(projected[:, t], h, recurrent_kernel)
+            z_i, z_f, z_c, z_o = z.chunk(4, dim=-1)
+            c = recurrent_activation(z_f) * c + recurrent_activation(z_i) * activation(z_c)
+            h = _apply_noise(recurrent_activation(z_o) * activation(c), noise[:, t], mode)
+            outputs.append(h)
+        sequence = torch.stack(outputs, dim=1) if self.return_sequences else h[:, None]
+        return h, sequence, [h, c]
 
 
 class _NoisinCellLayer(NoisinRNN):
