@@ -53,6 +53,11 @@ def _parse(argv):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--bptt", type=int, default=70)
+    parser.add_argument(
+        "--vocab", type=int, default=10000,
+        help="vocabulary size (default PTB's 10000); a small one leaves the "
+        "recurrence alone, to see where a step's time goes",
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help=THREADS_HELP)
     parser.add_argument("--variants", default="keras_awd,keras_plain,pytorch_awd,pytorch_plain")
     parser.add_argument("--quick", action="store_true", help="2 repeats x 1 step: a smoke test")
@@ -81,7 +86,6 @@ from _interleaved import print_medians, time_interleaved  # noqa: E402
 
 from keras_rnnreg.models import get_preset  # noqa: E402
 
-VOCAB = 10000
 REGULARIZERS_OFF = {
     "weight_dropout": 0.0,
     "embedding_dropout": 0.0,
@@ -94,8 +98,8 @@ REGULARIZERS_OFF = {
 
 
 class KerasLM:
-    def __init__(self, preset, overrides):
-        self.model = preset.compile(preset.build(VOCAB, **overrides))
+    def __init__(self, preset, overrides, vocab):
+        self.model = preset.compile(preset.build(vocab, **overrides))
 
     def train_on_batch(self, x, y):
         return self.model.train_on_batch(x, y)
@@ -105,9 +109,9 @@ class PyTorchLM:
     """The reference AWD-LSTM with a Keras-like `train_on_batch` on
     (batch, time) arrays, carrying its state as the reference's loop does."""
 
-    def __init__(self, preset, overrides):
+    def __init__(self, preset, overrides, vocab):
         self.config = reference.preset_hyperparameters(preset, **overrides)
-        self.model = reference.AWDLSTM(VOCAB, self.config)
+        self.model = reference.AWDLSTM(vocab, self.config)
         self.model.train()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
@@ -127,10 +131,10 @@ class PyTorchLM:
 
 
 BUILDERS = {
-    "keras_awd": lambda preset: KerasLM(preset, {}),
-    "keras_plain": lambda preset: KerasLM(preset, REGULARIZERS_OFF),
-    "pytorch_awd": lambda preset: PyTorchLM(preset, {}),
-    "pytorch_plain": lambda preset: PyTorchLM(preset, REGULARIZERS_OFF),
+    "keras_awd": lambda preset, vocab: KerasLM(preset, {}, vocab),
+    "keras_plain": lambda preset, vocab: KerasLM(preset, REGULARIZERS_OFF, vocab),
+    "pytorch_awd": lambda preset, vocab: PyTorchLM(preset, {}, vocab),
+    "pytorch_plain": lambda preset, vocab: PyTorchLM(preset, REGULARIZERS_OFF, vocab),
 }
 
 
@@ -155,7 +159,7 @@ def main(args):
     keras.utils.set_random_seed(args.seed)
     preset = get_preset("awd-lstm-cpu").replace(batch_size=args.batch_size, bptt=args.bptt)
     rng = np.random.default_rng(args.seed)
-    data = rng.integers(0, VOCAB, size=(20, args.batch_size, args.bptt + 1), dtype=np.int32)
+    data = rng.integers(0, args.vocab, size=(20, args.batch_size, args.bptt + 1), dtype=np.int32)
     x, y = data[:, :, :-1], data[:, :, 1:]
     tokens_per_step = args.batch_size * args.bptt
     print(
@@ -165,11 +169,11 @@ def main(args):
         f"cores allowed: {len(os.sched_getaffinity(0))}"
     )
     print(
-        f"model: awd-lstm-cpu (vocab {VOCAB}, embedding 200, LSTMs 400/400/200, tied), "
+        f"model: awd-lstm-cpu (vocab {args.vocab}, embedding 200, LSTMs 400/400/200, tied), "
         f"batch {args.batch_size}, bptt {args.bptt}; "
         f"{args.repeats} repeats x {args.batches} steps, interleaved"
     )
-    builders = {name: functools.partial(BUILDERS[name], preset) for name in names}
+    builders = {name: functools.partial(BUILDERS[name], preset, args.vocab) for name in names}
     rates = time_interleaved(
         builders, x, y, tokens_per_step, args.repeats, args.batches, args.warmup
     )

@@ -167,3 +167,15 @@ def test_several_regularizers_log_under_their_names_and_terms_survive_saving(tmp
     assert layer.terms()["ar_loss"] == pytest.approx(expected, rel=1e-5)
     layer.reset_terms()
     assert layer.terms() == {"ar_loss": 0.0, "tar_loss": 0.0}
+
+
+def test_a_one_step_batch_has_no_tar_term_with_or_without_a_mask():
+    # variable-length BPTT can cut a one-step last batch: TAR has no pair
+    layer = ARTARRegularizer(alpha=2.0, beta=1.0)
+    one = H[:, :1]
+    expected = 2.0 * np.mean(DROPPED[:, :1] ** 2)
+    _, losses = added_losses(layer, [one, DROPPED[:, :1]], training=True)
+    np.testing.assert_allclose(losses, [expected], rtol=1e-5)
+    _, masked = added_losses(layer, [one, DROPPED[:, :1]], training=True,
+                             mask=np.ones((4, 1), bool))
+    np.testing.assert_allclose(masked, [expected], rtol=1e-5)
