@@ -433,3 +433,69 @@ def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):
         assert len(spy_lstm) == 1
     else:  # elsewhere the backend's own fused LSTM, never torch's
         assert not layer._native_torch_lstm_applies(X, None)
+
+
+def _cudnn_lstm_on_cpu(monkeypatch, executions):
+    """Stands in for JAX's cuDNN LSTM (GPU only) with jax.experimental.rnn's
+    own reference implementation of it; counts the calls that execute."""
+    import jax
+    from jax.experimental import rnn
+
+    def fake(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, num_layers,
+             dropout, bidirectional):
+        jax.debug.callback(lambda: executions.append(1))
+        unpacked = rnn.unpack_lstm_weights(weights, input_size, hidden_size, num_layers,
+                                           bidirectional)
+        y, h, c = rnn.lstm_ref(x, h_0, c_0, *unpacked, seq_lengths, input_size, hidden_size,
+                               num_layers, dropout, bidirectional)
+        # cuDNN leaves padded outputs zero; the layer must not rely on them
+        steps = jax.numpy.arange(x.shape[1])[None, :, None]
+        return jax.numpy.where(steps < seq_lengths[:, None, None], y, 0.0), h, c
+
+    monkeypatch.setattr(rnn, "lstm", fake)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM; runs in the jax pass")
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("padding", ["right", "hole"])
+def test_jax_gpu_masked_lstm_runs_cudnn_with_the_lengths_as_keras_loops(
+    monkeypatch, return_sequences, padding
+):
+    # Padding at the end (as BPTTSequence pads): cuDNN with the true lengths.
+    # A mask with a hole: Keras's loop. Either way two SGD steps through the
+    # layer (weight drop on) equal those through Keras's own masked loop, in
+    # weights, outputs and returned states.
+    from keras_rnnreg.layers import weight_drop
+
+    monkeypatch.setattr(weight_drop, "_jax_on_gpu", lambda: True)
+    executions = []
+    _cudnn_lstm_on_cpu(monkeypatch, executions)
+    x = X.copy()
+    lengths = [9, 6, 4, 9, 2, 7]
+    for row, n in enumerate(lengths):
+        x[row, n:] = 0.0  # Masking(0.0) masks these steps
+    if padding == "hole":
+        x[1, 2] = 0.0
+    results = []
+    for use_cudnn in ("auto", False):
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((9, 5), batch_size=6)
+        masked = keras.layers.Masking(0.0)(inputs)
+        out, h, c = WeightDropLSTM(6, weight_dropout=0.5, seed=8, use_cudnn=use_cudnn,
+                                   return_sequences=return_sequences,
+                                   return_state=True)(masked)
+        model = keras.Model(inputs, [keras.layers.Dense(3)(out), h, c])
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss=["mse", None, None])
+        target = np.ones(model.outputs[0].shape, "float32")
+        for _ in range(2):
+            model.train_on_batch(x, [target, None, None])
+        results.append(([to_numpy(w) for w in model.weights],
+                        [to_numpy(t) for t in model(x, training=True)]))
+        if use_cudnn == "auto":
+            ran = len(executions)
+    (fused_weights, fused_out), (loop_weights, loop_out) = results
+    for a, b in zip(fused_weights + fused_out, loop_weights + loop_out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    # the fused path ran in every training call (2 steps + the last call)
+    # with right padding, never with a hole
+    assert ran == (3 if padding == "right" else 0)

@@ -24,6 +24,25 @@ def _jax_on_gpu():
     return jax.default_backend() == "gpu"
 
 
+def _masked_fused_lstm_applies(layer, mask, training):
+    """Whether this masked call can go to JAX's cuDNN LSTM with per-sequence
+    lengths (`_masked_fused_lstm`): a JAX GPU, an LSTM Keras would fuse but
+    for the mask, forwards, without the cell's own input dropout."""
+    cell = layer.cell
+    return (
+        mask is not None
+        and keras.backend.backend() == "jax"
+        and isinstance(layer, keras.layers.LSTM)
+        and layer._use_cudnn in ("auto", True)
+        and not (layer.recurrent_dropout or layer.unroll or layer.go_backwards)
+        and not (training and cell.dropout)
+        and cell.use_bias
+        and cell.activation in (keras.activations.tanh, ops.tanh)
+        and cell.recurrent_activation in (keras.activations.sigmoid, ops.sigmoid)
+        and _jax_on_gpu()
+    )
+
+
 def _fused_lstm_needs_float32(layer, mask):
     """Whether this call must hand the fused LSTM float32 tensors.
 
@@ -113,6 +132,8 @@ class _RecurrentKernelDropConnect:
         try:
             if keras.tree.is_nested(mask):
                 mask = mask[0]
+            if _masked_fused_lstm_applies(self, mask, training):
+                return self._masked_fused_lstm(sequences, initial_state, mask, training)
             if _fused_lstm_needs_float32(self, mask):
                 outputs = self._float32_fused_lstm(sequences, initial_state, training)
                 if outputs is not None:
@@ -127,6 +148,73 @@ class _RecurrentKernelDropConnect:
                 )
         finally:
             self._inside_inner_loop = False
+
+    def _masked_fused_lstm(self, sequences, initial_state, mask, training):
+        """A masked LSTM on JAX GPUs through cuDNN, given the true lengths.
+
+        Keras's JAX LSTM leaves cuDNN for its scan loop whenever there is a
+        mask, and padded variable-length BPTT batches (`BPTTSequence(...,
+        pad_to_multiple=k)`) always have one. When every row's mask is a
+        run of steps followed only by padding (as BPTTSequence pads), cuDNN
+        with those lengths (`jax.experimental.rnn.lstm`'s `seq_lengths`)
+        computes exactly what Keras's masked loop does: the states at each
+        row's true last step, and over padded steps the last output carried
+        (filled in here; cuDNN leaves them zero). Any other mask takes
+        Keras's loop, chosen inside the compiled step by `lax.cond`. As in
+        `_float32_fused_lstm`, cuDNN runs in float32.
+        """
+        import jax
+        import jax.numpy as jnp
+        from jax.experimental import rnn
+
+        cell = self.cell
+        if training and self.weight_dropout > 0:
+            recurrent_kernel = self.dropped_recurrent_kernel()
+        else:
+            recurrent_kernel = ops.convert_to_tensor(cell.recurrent_kernel)
+        mask = jnp.asarray(mask, dtype=bool)
+        steps = mask.shape[1]
+        lengths = jnp.sum(mask, axis=1).astype("int32")
+        right_padded = jnp.all(mask == (jnp.arange(steps)[None] < lengths[:, None]))
+        right_padded = right_padded & jnp.all(lengths > 0)
+        dtype = self.compute_dtype
+
+        def fused(sequences, h0, c0, recurrent_kernel):
+            with autocast_scope("float32"):
+                kernel = ops.cast(cell.kernel, "float32")
+                bias = ops.cast(cell.bias, "float32")
+            weights = jnp.concatenate([
+                kernel.T.ravel(), ops.cast(recurrent_kernel, "float32").T.ravel(),
+                bias, jnp.zeros_like(bias),
+            ])
+            y, h, c = rnn.lstm(
+                ops.cast(sequences, "float32"),
+                ops.cast(h0, "float32")[None],
+                ops.cast(c0, "float32")[None],
+                weights,
+                lengths,
+                input_size=kernel.shape[0],
+                hidden_size=self.units,
+                num_layers=1,
+                dropout=0.0,
+                bidirectional=False,
+            )
+            h, c = h[0], c[0]
+            outputs = jnp.where(mask[..., None], y, h[:, None])
+            return tuple(ops.cast(x, dtype) for x in (h, outputs, h, c))
+
+        def loop(sequences, h0, c0, recurrent_kernel):
+            with self._recurrent_kernel_replaced(recurrent_kernel):
+                last, outputs, (h, c) = super(_RecurrentKernelDropConnect, self).inner_loop(
+                    sequences, [h0, c0], mask=mask, training=training
+                )
+            return tuple(ops.cast(x, dtype) for x in (last, outputs, h, c))
+
+        last, outputs, h, c = jax.lax.cond(
+            right_padded, fused, loop, sequences, initial_state[0], initial_state[1],
+            recurrent_kernel,
+        )
+        return last, outputs, [h, c]
 
     def _float32_fused_lstm(self, sequences, initial_state, training):
         """The backend's fused LSTM on float32 tensors, cast back to the
