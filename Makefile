@@ -75,16 +75,18 @@ test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 # stall whenever another process holds a core, and one thread on every side
 # keeps the Keras-vs-PyTorch comparison fair. Each prints its medians and
 # ratios, and a copy goes to runs/bench/. About 20 minutes on 2 cores.
+# `make bench BENCH_ARGS=--quick`: a smoke test of the whole target.
+BENCH_ARGS ?=
 BENCH_VARIANTS := plain,keras_lstm,weight_drop,locked_dropout,embedding_dropout,artar,tied,asgd_off
 bench: venv
 	mkdir -p runs/bench
 	@set -o pipefail; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
-	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/awd_vs_pytorch.py --threads 1 \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/awd_vs_pytorch.py --threads 1 $(BENCH_ARGS) \
 	    | tee runs/bench/awd_vs_pytorch-$$backend.txt || exit 1; \
-	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py --threads 1 \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/throughput.py --threads 1 $(BENCH_ARGS) \
 	    --variants $(BENCH_VARIANTS) | tee runs/bench/throughput-$$backend.txt || exit 1; \
-	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noisin_throughput.py --threads 1 \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noisin_throughput.py --threads 1 $(BENCH_ARGS) \
 	    | tee runs/bench/noisin_throughput-$$backend.txt || exit 1; \
 	done
 

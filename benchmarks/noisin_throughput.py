@@ -141,7 +141,10 @@ def main(argv=None):
         "On a shared machine torch's thread pool can stall for whole time slices "
         "when a core is busy; --threads 1 avoids that. JAX ignores it.",
     )
+    parser.add_argument("--quick", action="store_true", help="2 repeats x 1 step: a smoke test")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batches, args.warmup = 2, 1, 1
 
     backend = keras.backend.backend()
     if args.threads is not None:  # torch: the backend's and the pytorch variant's
