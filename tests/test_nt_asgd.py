@@ -207,6 +207,17 @@ def test_interval_in_batches_evaluates_the_given_data():
     assert all(np.isfinite(nt.history))
 
 
+def test_interval_counts_the_optimizer_steps_of_the_whole_run_across_fits():
+    # 12 batches in one fit, or 5 + 7 in two (as a resumed run does): the
+    # same checks after steps 4, 8 and 12
+    model = regression(ASGD(0.05))
+    nt = NTASGD(nonmono=2, interval=4, validation_data=(X, Y), verbose=0)
+    model.fit(X[:20], Y[:20], batch_size=4, epochs=1, verbose=0, callbacks=[nt])
+    assert len(nt.history) == 1
+    model.fit(X[:28], Y[:28], batch_size=4, epochs=1, verbose=0, callbacks=[nt])
+    assert len(nt.history) == 3
+
+
 def test_interval_evaluation_uses_averaged_weights():
     model = regression(ASGD(0.05))
     nt = NTASGD(nonmono=1, interval=2, validation_data=(X, Y), verbose=0)

@@ -2,6 +2,7 @@ import math
 import warnings
 
 import keras
+from keras import ops
 
 from keras_rnnreg._stateful import rnn_states_set_aside, sync_backend_state
 from keras_rnnreg._validation import check_bool, check_positive_int
@@ -52,8 +53,10 @@ class NTASGD(keras.callbacks.Callback):
         nonmono: n >= 1, how many most recent values are excluded from the
             minimum. AWD-LSTM uses 5.
         interval: None to check at each epoch end, or a number of batches L;
-            then `validation_data` is evaluated by the callback every L
-            batches.
+            then `validation_data` is evaluated by the callback after every
+            L-th optimizer step of the run (counted by the optimizer's
+            `iterations`, so a resumed run or a second `fit` keeps the
+            schedule).
         finetune: Bool; run the fine-tuning stage (see above).
         validation_data: What `model.evaluate` accepts, required with
             `interval`.
@@ -147,7 +150,10 @@ class NTASGD(keras.callbacks.Callback):
             )
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
-        self._batches = 0
+        # Counted in optimizer steps, which a checkpoint restores: a resumed
+        # run (or a second `fit`) keeps checking every L steps of the whole
+        # run rather than L batches into each `fit`.
+        self._batches = int(ops.convert_to_numpy(optimizer.iterations))
         if self.finetune:
             self.optimizer.clear_validation_history()
             self.optimizer.start_averaging()
