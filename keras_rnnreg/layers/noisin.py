@@ -543,15 +543,18 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
         h, c = initial_state[0], initial_state[1]
         if copy_states:  # stateful: Keras later writes the new state into these
             h, c = h.clone(), c.clone()
-        steps = projected.shape[1]
+        # unbind: one backward node for all steps; indexing step t would
+        # make each step's backward write a zero tensor of the whole sequence.
+        projected_steps, noise_steps = projected.unbind(1), noise.unbind(1)
+        steps = len(projected_steps)
         order = range(steps - 1, -1, -1) if self.go_backwards else range(steps)
         mode = self.cell.mode
         outputs = []
         for t in order:
-            z = torch.addmm(projected[:, t], h, recurrent_kernel)
+            z = torch.addmm(projected_steps[t], h, recurrent_kernel)
             z_i, z_f, z_c, z_o = z.chunk(4, dim=-1)
             c = recurrent_activation(z_f) * c + recurrent_activation(z_i) * activation(z_c)
-            h = _apply_noise(recurrent_activation(z_o) * activation(c), noise[:, t], mode)
+            h = _apply_noise(recurrent_activation(z_o) * activation(c), noise_steps[t], mode)
             outputs.append(h)
         sequence = torch.stack(outputs, dim=1) if self.return_sequences else h[:, None]
         return h, sequence, [h, c]
