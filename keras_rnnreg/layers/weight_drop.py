@@ -7,7 +7,7 @@ from keras_rnnreg._dropout import dropout
 from keras_rnnreg._keras_compat import autocast_scope, backend_lstm
 from keras_rnnreg._validation import check_rate, check_seed
 from keras_rnnreg._stateful import CarriedStates
-from keras_rnnreg._torch_lstm import NativeTorchLSTM
+from keras_rnnreg._torch_rnn import NativeTorchGRU, NativeTorchLSTM
 
 # Seeds the weight mask's generator apart from the cell's input-dropout
 # generator: two keras SeedGenerators with one seed yield the same random
@@ -317,7 +317,9 @@ class WeightDropLSTM(
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
-class WeightDropGRU(_RecurrentKernelDropConnect, CarriedStates, keras.layers.GRU):
+class WeightDropGRU(
+    _RecurrentKernelDropConnect, CarriedStates, NativeTorchGRU, keras.layers.GRU
+):
     """A GRU with DropConnect on its hidden-to-hidden weights.
 
     The weight-drop technique of AWD-LSTM (Merity et al. 2017, section 2: "also
@@ -329,8 +331,9 @@ class WeightDropGRU(_RecurrentKernelDropConnect, CarriedStates, keras.layers.GRU
 
     with one mask for the whole batch and every time step. As for
     `WeightDropLSTM`, the dropped kernel goes to the backend's fused GRU
-    where Keras would use it, else to the cell loop; inference uses the raw
-    kernel.
+    where Keras would use it (on the torch backend PyTorch's own GRU kernel
+    on every device, for `reset_after=True`), else to the cell loop;
+    inference uses the raw kernel.
 
     Args:
         units: Positive int, dimensionality of the output space.
