@@ -11,6 +11,25 @@ import time
 import numpy as np
 
 
+def set_threads(threads):
+    """`threads` intra-op threads for torch (Keras's torch backend and the
+    PyTorch variants, which run on every backend) and, on the TensorFlow
+    backend, for TensorFlow; None leaves the frameworks' defaults. JAX's
+    XLA pool is fixed when JAX starts."""
+    if threads is None:
+        return
+    import keras
+    import torch
+
+    torch.set_num_threads(threads)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Must run before TensorFlow executes its first op.
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def run_steps(model, x, y, start, n_steps):
     """`n_steps` steps on batches `start`, `start + 1`, ... of (x, y), cycled;
     returns the last loss as a float (which waits for the device)."""

@@ -82,7 +82,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_awd_lstm as reference  # noqa: E402
-from _interleaved import print_medians, time_interleaved  # noqa: E402
+from _interleaved import print_medians, set_threads, time_interleaved  # noqa: E402
 
 from keras_rnnreg.models import get_preset  # noqa: E402
 
@@ -146,12 +146,7 @@ def _ratio(median, a, b):
 
 def main(args):
     backend = keras.backend.backend()
-    torch.set_num_threads(args.threads)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    set_threads(args.threads)
     names = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = sorted(set(names) - set(BUILDERS))
     if unknown:

@@ -41,7 +41,7 @@ import functools
 import keras
 import numpy as np
 
-from _interleaved import print_medians, time_interleaved
+from _interleaved import print_medians, set_threads, time_interleaved
 from keras_rnnreg.layers import NoisinCell, NoisinLSTM, NoisinRNN
 from keras_rnnreg.losses import TokenCrossEntropy
 
@@ -147,15 +147,7 @@ def main(argv=None):
         args.repeats, args.batches, args.warmup = 2, 1, 1
 
     backend = keras.backend.backend()
-    if args.threads is not None:  # torch: the backend's and the pytorch variant's
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.threads is not None and backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    set_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     data = rng.integers(0, VOCAB, size=(50, BATCH, BPTT + 1), dtype=np.int32)

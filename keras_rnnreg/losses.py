@@ -5,6 +5,7 @@ import weakref
 import keras
 from keras import ops
 
+from keras_rnnreg._fused_rnn import torch_is_tracing
 from keras_rnnreg._validation import check_bool
 
 
@@ -63,12 +64,7 @@ _last_losses = None
 
 
 def _eager_torch():
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
-
-    compiling = getattr(torch.compiler, "is_compiling", None)
-    return not (compiling and compiling())
+    return keras.backend.backend() == "torch" and not torch_is_tracing()
 
 
 def _remember(y_true, y_pred, from_logits, losses):

@@ -46,23 +46,33 @@ def spy_on_backend(monkeypatch, name):
     return calls
 
 
-@pytest.fixture
-def spy_lstm(monkeypatch):
-    if keras.backend.backend() != "torch":
-        return spy_on_backend(monkeypatch, "lstm")
-    # On torch every fused LSTM call, ours off CUDA and Keras's on CUDA, is
-    # a call of PyTorch's kernel, whose weights are in its own layout.
+def spy_on_torch_kernel(monkeypatch, name):
+    """The recurrent kernels PyTorch's `name` ("lstm", "gru") kernel
+    receives, in Keras's layout (the GRU's gate blocks r, z, n back in
+    Keras's order z, r, h). On torch every fused call, ours off CUDA and
+    Keras's on CUDA, is a call of that kernel."""
     import torch
 
     calls = []
-    fused = torch._VF.lstm
+    fused = getattr(torch._VF, name)
 
     def spy(inputs, state, weights, *args):
-        calls.append(to_numpy(weights[1].T))
+        kernel = to_numpy(weights[1].T)
+        if name == "gru":
+            r, z, n = np.split(kernel, 3, axis=1)
+            kernel = np.concatenate([z, r, n], axis=1)
+        calls.append(kernel)
         return fused(inputs, state, weights, *args)
 
-    monkeypatch.setattr(torch._VF, "lstm", spy)
+    monkeypatch.setattr(torch._VF, name, spy)
     return calls
+
+
+@pytest.fixture
+def spy_lstm(monkeypatch):
+    if keras.backend.backend() == "torch":
+        return spy_on_torch_kernel(monkeypatch, "lstm")
+    return spy_on_backend(monkeypatch, "lstm")
 
 
 @pytest.mark.parametrize("use_cudnn", ["auto", False])
@@ -227,26 +237,9 @@ def test_gru_output_equals_numpy_recurrence_with_dropped_kernel():
         np.testing.assert_array_equal(to_numpy(layer(X)), to_numpy(reference(X)))
 
 
-def _spy_on_torch_gru(monkeypatch):
-    """The recurrent kernels PyTorch's GRU kernel receives, in Keras's layout
-    (its gate blocks r, z, n back in Keras's order z, r, h)."""
-    import torch
-
-    calls = []
-    fused = torch._VF.gru
-
-    def spy(inputs, state, weights, *args):
-        r, z, n = np.split(to_numpy(weights[1].T), 3, axis=1)
-        calls.append(np.concatenate([z, r, n], axis=1))
-        return fused(inputs, state, weights, *args)
-
-    monkeypatch.setattr(torch._VF, "gru", spy)
-    return calls
-
-
 def test_gru_fused_backend_receives_the_dropped_kernel(monkeypatch):
     if keras.backend.backend() == "torch":
-        seen = _spy_on_torch_gru(monkeypatch)
+        seen = spy_on_torch_kernel(monkeypatch, "gru")
     else:
         seen = spy_on_backend(monkeypatch, "gru")
     layer = WeightDropGRU(6, weight_dropout=0.5, seed=9)
@@ -394,7 +387,8 @@ def _trained_twins(options, steps=2, cls=WeightDropLSTM):
     """Two identical LMs-in-miniature, one with the fused LSTM path ("auto":
     PyTorch's kernel on torch, the backend's fused LSTM elsewhere) and one
     with Keras's generic cell loop, trained `steps` SGD steps on the same
-    batches; returns their weights, last outputs and carried states."""
+    batches; returns their weights, last outputs and carried states, and
+    the weights both started from."""
     results = []
     for use_cudnn in ("auto", False):
         keras.utils.set_random_seed(7)
@@ -403,11 +397,12 @@ def _trained_twins(options, steps=2, cls=WeightDropLSTM):
         model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
         targets = np.ones(model.output.shape, "float32")
+        initial = [to_numpy(w) for w in model.weights]
         for step in range(steps):
             model.train_on_batch(X + step, targets)
         states = [to_numpy(s) for s in layer.states] if layer.stateful else []
         results.append(([to_numpy(w) for w in model.weights], to_numpy(model(X)), states))
-    return results
+    return (*results, initial)
 
 
 @pytest.mark.parametrize(
@@ -425,7 +420,7 @@ def test_fused_path_trains_as_the_generic_loop(options, cls):
     # Two SGD steps at rate 1 from the same weights and the same masks: equal
     # weights after them mean equal gradients for every weight, through the
     # weight mask, the input dropout and (stateful) the carried state.
-    (fused_weights, fused_out, fused_states), (loop_weights, loop_out, loop_states) = (
+    (fused_weights, fused_out, fused_states), (loop_weights, loop_out, loop_states), initial = (
         _trained_twins(options, cls=cls)
     )
     for fused, loop in zip(fused_weights, loop_weights):
@@ -434,17 +429,7 @@ def test_fused_path_trains_as_the_generic_loop(options, cls):
     for fused, loop in zip(fused_states, loop_states):
         np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
     # the steps did change the weights
-    assert max(
-        np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, _initial_weights(cls))
-    ) > 1e-3
-
-
-def _initial_weights(cls):
-    keras.utils.set_random_seed(7)
-    layer = cls(6, weight_dropout=0.5, seed=8)
-    inputs = keras.Input((9, 5), batch_size=6)
-    model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
-    return [to_numpy(w) for w in model.weights]
+    assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, initial)) > 1e-3
 
 
 def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):

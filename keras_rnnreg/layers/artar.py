@@ -120,25 +120,19 @@ class ARTARRegularizer(keras.layers.Layer):
         """`(alpha * AR, beta * TAR)`, float32 scalars, over unmasked steps."""
         h = ops.cast(h, "float32")
         dropped_h = ops.cast(dropped_h, "float32")
-        if mask is None:
-            # The plain means: no all-ones weights to multiply in (eager
-            # torch would run each product, forward and backward).
-            def mean_square(x):  # 0 for a one-step batch's empty TAR term
-                return ops.sum(ops.square(x)) / ops.maximum(ops.cast(ops.size(x), "float32"), 1.0)
-
-            ar = tar = ops.zeros((), "float32")
-            if self.alpha > 0:
-                ar = self.alpha * mean_square(dropped_h)
-            if self.beta > 0:
-                tar = self.beta * mean_square(h[:, 1:] - h[:, :-1])
-            return ar, tar
-        units = ops.cast(ops.shape(h)[-1], "float32")
-        step_weight = ops.cast(mask, "float32")
-        pair_weight = step_weight[:, 1:] * step_weight[:, :-1]
+        if mask is None:  # no all-ones weights to multiply in (eager torch runs each)
+            step_weight = pair_weight = None
+        else:
+            step_weight = ops.cast(mask, "float32")
+            pair_weight = step_weight[:, 1:] * step_weight[:, :-1]
 
         def masked_mean_square(x, weight):
+            # max(.., 1) keeps an all-masked batch, and a one-step batch's
+            # empty TAR term, at zero instead of NaN.
+            if weight is None:
+                return ops.sum(ops.square(x)) / ops.maximum(ops.cast(ops.size(x), "float32"), 1.0)
             total = ops.sum(ops.square(x) * ops.expand_dims(weight, -1))
-            # max(.., 1) keeps an all-masked batch at zero instead of NaN.
+            units = ops.cast(ops.shape(x)[-1], "float32")
             return total / (ops.maximum(ops.sum(weight), 1.0) * units)
 
         ar = tar = ops.zeros((), "float32")

@@ -7,7 +7,7 @@ from keras_rnnreg._dropout import dropout
 from keras_rnnreg._keras_compat import autocast_scope, backend_lstm
 from keras_rnnreg._validation import check_rate, check_seed
 from keras_rnnreg._stateful import CarriedStates
-from keras_rnnreg._torch_rnn import NativeTorchGRU, NativeTorchLSTM
+from keras_rnnreg._fused_rnn import NativeTorchGRU, NativeTorchLSTM, keras_would_fuse
 
 # Seeds the weight mask's generator apart from the cell's input-dropout
 # generator: two keras SeedGenerators with one seed yield the same random
@@ -28,17 +28,13 @@ def _masked_fused_lstm_applies(layer, mask, training):
     """Whether this masked call can go to JAX's cuDNN LSTM with per-sequence
     lengths (`_masked_fused_lstm`): a JAX GPU, an LSTM Keras would fuse but
     for the mask, forwards, without the cell's own input dropout."""
-    cell = layer.cell
     return (
         mask is not None
         and keras.backend.backend() == "jax"
         and isinstance(layer, keras.layers.LSTM)
-        and layer._use_cudnn in ("auto", True)
-        and not (layer.recurrent_dropout or layer.unroll or layer.go_backwards)
-        and not (training and cell.dropout)
-        and cell.use_bias
-        and cell.activation in (keras.activations.tanh, ops.tanh)
-        and cell.recurrent_activation in (keras.activations.sigmoid, ops.sigmoid)
+        and keras_would_fuse(layer)
+        and not layer.go_backwards
+        and not (training and layer.cell.dropout)
         and _jax_on_gpu()
     )
 
@@ -57,17 +53,12 @@ def _fused_lstm_needs_float32(layer, mask):
     backend would not try cuDNN anyway (a mask, unrolling, other
     activations), the compute dtype passes as is.
     """
-    cell = layer.cell
     return (
         keras.backend.backend() == "jax"
         and isinstance(layer, keras.layers.LSTM)
         and keras.backend.standardize_dtype(layer.compute_dtype) in _HALF_FLOATS
-        and layer._use_cudnn in ("auto", True)
         and mask is None
-        and not (layer.recurrent_dropout or layer.unroll)
-        and cell.use_bias
-        and cell.activation in (keras.activations.tanh, ops.tanh)
-        and cell.recurrent_activation in (keras.activations.sigmoid, ops.sigmoid)
+        and keras_would_fuse(layer)
         and _jax_on_gpu()
     )
 

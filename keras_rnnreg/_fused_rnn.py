@@ -1,16 +1,22 @@
-"""PyTorch's native LSTM and GRU kernels for our layers on the torch backend.
+"""Where our LSTM and GRU layers reach a fused kernel.
+
+`keras_would_fuse` is the test Keras's own LSTM/GRU `inner_loop` applies
+before it tries the backend's fused kernel; the weight-dropped layers ask it
+on every path that goes to one (JAX's float32 and masked cuDNN calls, and
+the torch kernels below).
 
 Keras's torch backend sends `keras.layers.LSTM` to `torch._VF.lstm` (the
-kernel behind `torch.nn.LSTM`, and the GRU to `torch._VF.gru`) only on CUDA; elsewhere it runs a Python loop
-over the time steps (the torch backend's `_fallback_lstm`), issuing
-every step's matmul and gate operations, forward and backward, from Python.
-On a CPU that loop costs 2.5x the native kernel at AWD-LSTM's CPU size
-(docs/benchmarks.md), and it is most of the gap between a Keras-torch
-language model and the same model in PyTorch. `torch._VF.lstm` computes the
-same LSTM (gates in the same order i, f, c, o; the same equations) in C++ on
-every device, and `torch._VF.gru` Keras's `reset_after=True` GRU (gates
-reordered from Keras's z, r, h to torch's r, z, n), so our layers call them
-wherever Keras's own fused path would apply but for the device. It is written here rather than taken from
+kernel behind `torch.nn.LSTM`, and the GRU to `torch._VF.gru`) only on
+CUDA; elsewhere it runs a Python loop over the time steps (the torch
+backend's `_fallback_lstm`), issuing every step's matmul and gate
+operations, forward and backward, from Python. On a CPU that loop costs
+2.5x the native kernel at AWD-LSTM's CPU size (docs/benchmarks.md), and it
+is most of the gap between a Keras-torch language model and the same model
+in PyTorch. `torch._VF.lstm` computes the same LSTM (gates in the same order
+i, f, c, o; the same equations) in C++ on every device, and `torch._VF.gru`
+Keras's `reset_after=True` GRU (gates reordered from Keras's z, r, h to
+torch's r, z, n), so our layers call them wherever Keras's own fused path
+would apply but for the device. It is written here rather than taken from
 Keras because Keras keeps its call to it behind the CUDA check.
 """
 
@@ -19,11 +25,35 @@ import keras
 _FLOATS = ("float32", "float64")
 
 
-def _tracing(torch):
-    # As Keras's cuDNN path: TorchScript/Dynamo traces record the weight
-    # transposes as device transfers that fail validation downstream.
+def torch_is_tracing():
+    """Whether torch is tracing (TorchScript) or compiling (Dynamo) rather
+    than running eagerly."""
+    import torch
+
     compiling = getattr(torch.compiler, "is_compiling", None)
     return torch.jit.is_tracing() or bool(compiling and compiling())
+
+
+def keras_would_fuse(layer):
+    """Whether Keras's LSTM/GRU `inner_loop` would try the backend's fused
+    kernel for `layer`, the mask and the device aside: `use_cudnn` "auto" or
+    True, no recurrent dropout, not unrolled, a bias, tanh and sigmoid."""
+    cell = layer.cell
+    tanh = (keras.activations.tanh, keras.ops.tanh)
+    sigmoid = (keras.activations.sigmoid, keras.ops.sigmoid)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        tanh, sigmoid = tanh + (torch.tanh,), sigmoid + (torch.sigmoid,)
+    return (
+        # WeightDropLSTM's `use_cudnn` reads False outside its loop.
+        getattr(layer, "_use_cudnn", layer.use_cudnn) in ("auto", True)
+        and not layer.recurrent_dropout
+        and not layer.unroll
+        and cell.use_bias
+        and cell.activation in tanh
+        and cell.recurrent_activation in sigmoid
+    )
 
 
 class _NativeTorchRNN:
@@ -42,20 +72,15 @@ class _NativeTorchRNN:
             return False
         import torch
 
-        cell = self.cell
+        # Not while tracing, as Keras's cuDNN path: TorchScript/Dynamo traces
+        # record the weight transposes as device transfers that fail
+        # validation downstream.
         return (
-            # WeightDropLSTM's `use_cudnn` reads False outside its loop.
-            getattr(self, "_use_cudnn", self.use_cudnn) in ("auto", True)
-            and not self.recurrent_dropout
-            and not self.unroll
-            and cell.use_bias
-            and cell.activation in (keras.activations.tanh, keras.ops.tanh, torch.tanh)
-            and cell.recurrent_activation
-            in (keras.activations.sigmoid, keras.ops.sigmoid, torch.sigmoid)
+            keras_would_fuse(self)
             and keras.backend.standardize_dtype(self.compute_dtype) in _FLOATS
             and hasattr(torch._VF, self._native_kernel)
             and self._native_layout_ok()
-            and not _tracing(torch)
+            and not torch_is_tracing()
             and keras.ops.convert_to_tensor(sequences).device.type != "cuda"
         )
 
