@@ -41,6 +41,24 @@ def test_update_variance_matches_annealing_schedule(step):
                                eta / (2 + step) ** gamma, rtol=1e-5)
 
 
+def test_noise_is_gaussian_and_independent_within_the_draw():
+    # One draw covers all gradients (on TensorFlow by the Box-Muller
+    # transform, whose pairs are the draw's first and second halves).
+    from scipy import stats
+
+    eta = 0.5
+    optimizer = GradientNoise(keras.optimizers.SGD(1.0), eta=eta, gamma=0.55, seed=2)
+    model, dense = zero_gradient_model(optimizer)
+    z = one_step_update(model, dense).ravel() / np.sqrt(eta)  # step 0: variance eta
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    half = z.size // 2
+    first, second = z[:half], z[half:]
+    bound = 4 / np.sqrt(half)
+    assert abs(np.corrcoef(first, second)[0, 1]) < bound
+    assert abs(np.corrcoef(first**2, second**2)[0, 1]) < bound
+    assert abs(np.corrcoef(first[:-1], first[1:])[0, 1]) < bound
+
+
 @pytest.mark.parametrize("where", ["inner", "wrapper"])
 def test_noise_is_added_after_clipping_not_clipped(where):
     if where == "inner":
