@@ -1,0 +1,157 @@
+"""The Python examples of README.md and docs/, and the scripts in examples/,
+run as written.
+
+Each page's ```python blocks run in order in one namespace, as a reader
+pasting them would run them, in a scratch directory. What would take hours
+runs small, and nothing else is changed: the corpus paths the examples name
+(`path/to/ptb`, `data/ptb`) hold the first few thousand tokens of the Penn
+Treebank (or of the synthetic corpus where ../shared/data/ptb is absent),
+read by the real `load_ptb`; `fit` runs one epoch; a keras-tuner search one
+trial. A page may give the names its blocks take as given (`PAGE_NAMES`).
+docs/index.md repeats README.md's examples and is checked to. The scripts
+in examples/ run with their corpus sizes cut the same way.
+"""
+
+import builtins
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+import keras
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PTB = ROOT.parent / "shared" / "data" / "ptb"
+CORPUS_DIRS = ("path/to/ptb", "data/ptb")
+SPLIT_TOKENS = {"train": 3200, "valid": 800, "test": 800}
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(path):
+    return BLOCK.findall(path.read_text())
+
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+RUN_PAGES = [page for page in PAGES if page.name != "index.md" and python_blocks(page)]
+
+
+def test_index_repeats_the_readme_examples():
+    assert python_blocks(ROOT / "docs" / "index.md") == python_blocks(ROOT / "README.md")
+
+
+def test_every_page_with_examples_is_run():
+    assert {page.name for page in RUN_PAGES} >= {
+        "README.md", "bptt.md", "models.md", "noisin.md", "tuner.md", "weight-drop.md",
+    }
+
+
+def _lines(split):
+    """Whole lines of `split` up to its token budget (the `<eos>` each line
+    gets counted), from PTB or, without it, from the synthetic corpus."""
+    budget = SPLIT_TOKENS[split]
+    source = PTB / f"ptb.{split}.txt"
+    if source.is_file():
+        lines = source.read_text().splitlines()
+    else:
+        from keras_rnnreg.datasets import make_synthetic_corpus
+
+        corpus = make_synthetic_corpus(seed=0)
+        ids = getattr(corpus, split)[: 2 * budget]
+        lines = [" ".join(f"w{i}" for i in ids[j : j + 19]) for j in range(0, len(ids), 19)]
+    kept, count = [], 0
+    for line in lines:
+        kept.append(line)
+        count += len(line.split()) + 1
+        if count >= budget:
+            return kept
+    raise AssertionError(f"the {split} source holds fewer than {budget} tokens")
+
+
+def _tiny_corpus_files(directory):
+    for relative in CORPUS_DIRS:
+        folder = directory / relative
+        folder.mkdir(parents=True)
+        for split in SPLIT_TOKENS:
+            (folder / f"ptb.{split}.txt").write_text("\n".join(_lines(split)) + "\n")
+
+
+def _page_names(tmp_path):
+    from keras_rnnreg.data import load_ptb
+    from keras_rnnreg.noise import NoiseDistribution
+
+    corpus = load_ptb(tmp_path / "data" / "ptb")
+    return {
+        # The record the page shows, as it stands in noise.py's registry.
+        "noisin.md": {"NoiseDistribution": NoiseDistribution, "math": math},
+        "tuner.md": {
+            "vocab_size": len(corpus.vocab),
+            "train_ids": corpus.train,
+            "valid_ids": corpus.valid,
+        },
+    }
+
+
+@pytest.fixture
+def small_runs(monkeypatch):
+    """`fit` for one epoch and keras-tuner searches of one trial."""
+    fit = keras.Model.fit
+
+    def one_epoch_fit(self, *args, **kwargs):
+        kwargs["epochs"] = 1
+        kwargs.pop("initial_epoch", None)
+        kwargs.setdefault("verbose", 0)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", one_epoch_fit)
+    try:
+        import keras_tuner
+    except ImportError:
+        return
+    for name in ("RandomSearch", "BayesianOptimization", "Hyperband"):
+        tuner_class = getattr(keras_tuner, name)
+
+        def __init__(self, *args, _tuner_class=tuner_class, **kwargs):
+            if "max_trials" in kwargs:
+                kwargs["max_trials"] = 1
+            if "max_epochs" in kwargs:
+                kwargs["max_epochs"] = 1
+            _tuner_class.__init__(self, *args, **kwargs)
+
+        monkeypatch.setattr(keras_tuner, name, type(name, (tuner_class,), {"__init__": __init__}))
+
+
+@pytest.mark.parametrize("page", RUN_PAGES, ids=lambda page: page.name)
+def test_page_examples_run(page, tmp_path, monkeypatch, small_runs):
+    _tiny_corpus_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__docs__", "__builtins__": builtins}
+    namespace.update(_page_names(tmp_path).get(page.name, {}))
+    for number, code in enumerate(python_blocks(page), start=1):
+        try:
+            exec(compile(code, f"{page.name} example {number}", "exec"), namespace)
+        except Exception as error:
+            raise AssertionError(f"{page.name}, example {number} failed: {error!r}") from error
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_awd_lstm_demo_runs(monkeypatch, small_runs, capsys):
+    demo = _load_example("awd_lstm_demo")
+    monkeypatch.setattr(demo, "TRAIN_TOKENS", 3200)
+    monkeypatch.setattr(demo, "VALID_TOKENS", 1200)
+    demo.main()  # raises if the reloaded model's logits differ
+    assert "final validation perplexity" in capsys.readouterr().out
+
+
+def test_noisin_lm_runs(tmp_path, capsys):
+    _tiny_corpus_files(tmp_path)
+    noisin_lm = _load_example("noisin_lm")
+    noisin_lm.main(["--data-dir", str(tmp_path / "data" / "ptb"), "--train-tokens", "0",
+                    "--valid-tokens", "0", "--units", "16", "--epochs", "1"])
+    assert "best validation perplexity" in capsys.readouterr().out
