@@ -25,6 +25,11 @@ turn, so a shared machine's drifts hit all alike. Printed: per variant the
 median tokens/s over repeats, its range, and the ratios of medians (the
 headline ratios are keras_awd / pytorch_awd and each side's awd / plain).
 
+`--preset awd-lstm --batch-size 40` is the paper-size model (3 x 1150, last
+400, embedding 400) for a GPU. The PyTorch side runs on CUDA when torch sees
+a GPU, as Keras's torch backend does (on JAX, both frameworks then share
+it: `XLA_PYTHON_CLIENT_PREALLOCATE=false`).
+
 The backend is KERAS_BACKEND; the pytorch variants run in the same process
 on every backend. Both sides get `--threads` threads (default: one per
 core the process may run on), so pin the process for a fair comparison:
@@ -51,6 +56,7 @@ def _parse(argv):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batches", type=int, default=4, help="timed steps per variant per repeat")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--preset", default="awd-lstm-cpu", choices=("awd-lstm-cpu", "awd-lstm"))
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--bptt", type=int, default=70)
     parser.add_argument(
@@ -105,13 +111,16 @@ class KerasLM:
         return self.model.train_on_batch(x, y)
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class PyTorchLM:
     """The reference AWD-LSTM with a Keras-like `train_on_batch` on
     (batch, time) arrays, carrying its state as the reference's loop does."""
 
     def __init__(self, preset, overrides, vocab):
         self.config = reference.preset_hyperparameters(preset, **overrides)
-        self.model = reference.AWDLSTM(vocab, self.config)
+        self.model = reference.AWDLSTM(vocab, self.config).to(DEVICE)
         self.model.train()
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
@@ -122,8 +131,8 @@ class PyTorchLM:
 
     def train_on_batch(self, x, y):
         # The reference is time-major; the transposes are part of its data path.
-        inputs = torch.from_numpy(x.T.astype(np.int64))
-        targets = torch.from_numpy(y.T.astype(np.int64))
+        inputs = torch.from_numpy(x.T.astype(np.int64)).to(DEVICE)
+        targets = torch.from_numpy(y.T.astype(np.int64)).to(DEVICE)
         loss, self.state = reference.train_step(
             self.model, self.optimizer, self.config, inputs, targets, self.state
         )
@@ -152,7 +161,7 @@ def main(args):
     if unknown:
         raise SystemExit(f"error: --variants: unknown {', '.join(unknown)}; known: {', '.join(BUILDERS)}")
     keras.utils.set_random_seed(args.seed)
-    preset = get_preset("awd-lstm-cpu").replace(batch_size=args.batch_size, bptt=args.bptt)
+    preset = get_preset(args.preset).replace(batch_size=args.batch_size, bptt=args.bptt)
     rng = np.random.default_rng(args.seed)
     data = rng.integers(0, args.vocab, size=(20, args.batch_size, args.bptt + 1), dtype=np.int32)
     x, y = data[:, :, :-1], data[:, :, 1:]
@@ -164,7 +173,9 @@ def main(args):
         f"cores allowed: {len(os.sched_getaffinity(0))}"
     )
     print(
-        f"model: awd-lstm-cpu (vocab {args.vocab}, embedding 200, LSTMs 400/400/200, tied), "
+        f"model: {args.preset} (vocab {args.vocab}, embedding {preset.model_arguments['embedding_size']}, "
+        f"{preset.model_arguments['num_layers']} LSTM layers, hidden {preset.model_arguments['hidden_size']}, tied), "
+        f"PyTorch side on {DEVICE}, "
         f"batch {args.batch_size}, bptt {args.bptt}; "
         f"{args.repeats} repeats x {args.batches} steps, interleaved"
     )

@@ -21,7 +21,12 @@ the distinct shapes served in epoch 1, and the ratio of last epochs (by
 then the unpadded run has compiled most of its lengths). Target: epoch 1 <= 1.5 x epoch 2 on
 JAX on a CPU.
 
+On TensorFlow one traced train function serves every length, unless XLA
+compiles it (`--jit-compile`: Keras's "auto" picks XLA only on a GPU, and
+not for a model whose LSTMs take cuDNN), which compiles per shape as JAX does.
+
     KERAS_BACKEND=jax .venv/bin/python benchmarks/bptt_compile.py
+    KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/bptt_compile.py --jit-compile
 """
 
 import argparse
@@ -49,12 +54,12 @@ class EpochTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def train(corpus, bucket, epochs, seed):
+def train(corpus, bucket, epochs, seed, jit_compile="auto"):
     keras.utils.set_random_seed(seed)
     overrides = {**SYNTHETIC_DEFAULT["overrides"], "variable_bptt": True,
                  "length_bucket": bucket, "seed": seed}
     preset = get_preset(SYNTHETIC_DEFAULT["preset"]).replace(**overrides)
-    model = preset.compile(preset.build(len(corpus.vocab)))
+    model = preset.compile(preset.build(len(corpus.vocab)), jit_compile=jit_compile)
     (sequence,) = preset.sequences(corpus.train)
     shapes = {x.shape[1] for x, _ in sequence}
     lengths = set(sequence.lengths.tolist())
@@ -67,6 +72,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile with jit_compile=True (XLA on TensorFlow)")
     args = parser.parse_args()
     corpus = make_synthetic_corpus(seed=0)
     buckets = {"unpadded": None, "pad8": 8, "pad16": 16}
@@ -74,11 +81,15 @@ def main():
     shapes = {}
     for round_ in range(args.rounds):
         for name in (*buckets, *reversed(buckets)):
-            times, n_shapes, n_lengths = train(corpus, buckets[name], args.epochs, seed=round_)
+            times, n_shapes, n_lengths = train(
+                corpus, buckets[name], args.epochs, seed=round_,
+                jit_compile=True if args.jit_compile else "auto",
+            )
             results[name].append(times)
             shapes[name] = (n_shapes, n_lengths)
             print(f"{name:9s} epochs: " + ", ".join(f"{t:.1f}s" for t in times), flush=True)
-    print(f"\nbackend {keras.backend.backend()}, keras {keras.__version__}, "
+    print(f"\nbackend {keras.backend.backend()}, jit_compile {args.jit_compile or 'auto'}, "
+          f"keras {keras.__version__}, "
           f"{platform.node()} ({platform.processor() or platform.machine()}), "
           f"{datetime.date.today()}; {len(corpus.train):,} training tokens")
     print("| variant | shapes in epoch 1 (distinct lengths) | epoch 1 | later epochs | epoch 1 / later |")
