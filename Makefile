@@ -77,7 +77,7 @@ test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 # ratios, and a copy goes to runs/bench/. About 20 minutes on 2 cores.
 # `make bench BENCH_ARGS=--quick`: a smoke test of the whole target.
 BENCH_ARGS ?=
-BENCH_VARIANTS := plain,keras_lstm,weight_drop,locked_dropout,embedding_dropout,artar,tied,asgd_off
+BENCH_VARIANTS := plain,keras_lstm,weight_drop,locked_dropout,embedding_dropout,artar,tied,asgd_off,gradient_noise
 bench: venv
 	mkdir -p runs/bench
 	@set -o pipefail; for backend in $(BACKENDS); do \

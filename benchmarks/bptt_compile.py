@@ -72,10 +72,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test: 2 epochs of a 10,000-token corpus")
     parser.add_argument("--jit-compile", action="store_true",
                         help="compile with jit_compile=True (XLA on TensorFlow)")
     args = parser.parse_args()
-    corpus = make_synthetic_corpus(seed=0)
+    if args.quick:
+        args.epochs = 2
+    corpus = make_synthetic_corpus(seed=0, train_tokens=10_000 if args.quick else 60_000)
     buckets = {"unpadded": None, "pad8": 8, "pad16": 16}
     results = {name: [] for name in buckets}
     shapes = {}
