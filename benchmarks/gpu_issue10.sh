@@ -14,8 +14,8 @@
 #     bptt-jax            benchmarks/bptt_compile.py: padding vs compilations
 #     tests-torch tests-jax     the test suite, TF32 off
 #
-# Keras is not installed there: carry its wheels (docs/gpu.md, "On a lent
-# GPU machine") and put them on PYTHONPATH before calling this. Set
+# Keras is not installed there: carry its wheels (docs/gpu.md, "On a GPU
+# machine without Keras") and put them on PYTHONPATH before calling this. Set
 # BENCH_ARGS=--quick for a smoke test of the whole script (on a CPU too).
 set -u
 out=$1; shift

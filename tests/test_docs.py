@@ -7,12 +7,13 @@ runs small, and nothing else is changed: the corpus paths the examples name
 (`path/to/ptb`, `data/ptb`) hold the first few thousand tokens of the Penn
 Treebank (or of the synthetic corpus where ../shared/data/ptb is absent),
 read by the real `load_ptb`; `fit` runs one epoch; a keras-tuner search one
-trial. A page may give the names its blocks take as given (`PAGE_NAMES`).
+trial. A page may give the names its blocks take as given (`_page_names`).
 docs/index.md repeats README.md's examples and is checked to. The scripts
 in examples/ run with their corpus sizes cut the same way.
 """
 
 import builtins
+import functools
 import importlib.util
 import math
 import re
@@ -46,7 +47,8 @@ def test_every_page_with_examples_is_run():
     }
 
 
-def _lines(split):
+@functools.cache
+def _split_text(split):
     """Whole lines of `split` up to its token budget (the `<eos>` each line
     gets counted), from PTB or, without it, from the synthetic corpus."""
     budget = SPLIT_TOKENS[split]
@@ -64,7 +66,7 @@ def _lines(split):
         kept.append(line)
         count += len(line.split()) + 1
         if count >= budget:
-            return kept
+            return "\n".join(kept) + "\n"
     raise AssertionError(f"the {split} source holds fewer than {budget} tokens")
 
 
@@ -73,7 +75,7 @@ def _tiny_corpus_files(directory):
         folder = directory / relative
         folder.mkdir(parents=True)
         for split in SPLIT_TOKENS:
-            (folder / f"ptb.{split}.txt").write_text("\n".join(_lines(split)) + "\n")
+            (folder / f"ptb.{split}.txt").write_text(_split_text(split))
 
 
 def _page_names(tmp_path):
