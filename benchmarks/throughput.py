@@ -18,7 +18,7 @@ on than the variant before it:
 torch off CUDA, where Keras's LSTM loops in Python and ours does not).
 The training-side variants run on the `plain` model: `gradient_noise`
 (`GradientNoise` around the same SGD), `gradient_noise_per_variable` (its
-former one-draw-per-variable noise), `asgd_off`/`asgd_averaging` (ASGD before
+first noise: one `keras.random.normal` per variable), `asgd_off`/`asgd_averaging` (ASGD before
 and after the trigger), `token_loss` (TokenCrossEntropy).
 
 Training is stateless (no `stateful=True` RNNs, every batch starts from zero
@@ -69,6 +69,7 @@ from keras_rnnreg import (
     WeightDropLSTM,
 )
 from keras_rnnreg.losses import TokenCrossEntropy
+from keras_rnnreg.optimizers.gradient_noise import _CounterSeed  # the seeds GradientNoise derives
 
 VOCAB = 10000
 EMBEDDING = 200
@@ -177,14 +178,20 @@ class _StartAveraging(keras.callbacks.Callback):
 
 
 class _PerVariableGradientNoise(GradientNoise):
-    """GradientNoise as it drew its noise before one draw per dtype: one
-    `keras.random.normal` call per gradient (the same distribution), kept
-    here to measure what the single draw saves."""
+    """GradientNoise as it drew its noise first: one `keras.random.normal`
+    call per gradient (the same distribution), kept here to measure what the
+    single draw and the backends' cheaper generators save (on JAX this is
+    the draw before XLA's threefry generator)."""
 
     def add_noise(self, grads):
-        # The per-gradient draw GradientNoise itself uses on JAX.
         stddev = self.noise_stddev()
-        return [self._noisy(grad, stddev, index) for index, grad in enumerate(grads)]
+        noisy = []
+        for index, grad in enumerate(grads):
+            grad = keras.ops.convert_to_tensor(grad)
+            seed = _CounterSeed(self._base_seed + 7919 * index, self.iterations)
+            noise = keras.random.normal(tuple(grad.shape), dtype=grad.dtype, seed=seed)
+            noisy.append(grad + keras.ops.cast(stddev, grad.dtype) * noise)
+        return noisy
 
 
 # name -> function returning an optimizer; variants not listed use plain SGD.

@@ -42,8 +42,8 @@ def test_update_variance_matches_annealing_schedule(step):
 
 
 def test_noise_is_gaussian_and_independent_within_the_draw():
-    # One draw covers all gradients (on TensorFlow by the Box-Muller
-    # transform, whose pairs are the draw's first and second halves).
+    # One draw covers the kernel: its elements must be N(0, 1) after
+    # scaling, and neither its halves nor neighbouring elements related.
     from scipy import stats
 
     eta = 0.5
@@ -57,6 +57,22 @@ def test_noise_is_gaussian_and_independent_within_the_draw():
     assert abs(np.corrcoef(first, second)[0, 1]) < bound
     assert abs(np.corrcoef(first**2, second**2)[0, 1]) < bound
     assert abs(np.corrcoef(first[:-1], first[1:])[0, 1]) < bound
+
+
+def test_noise_is_fresh_at_every_step_and_for_every_seed():
+    # The noise's seed is derived from (seed, step): consecutive steps and
+    # other seeds must draw unrelated noise, the same (seed, step) the same.
+    def updates(seed, steps=2):
+        optimizer = GradientNoise(keras.optimizers.SGD(1.0), eta=1.0, gamma=0.0, seed=seed)
+        model, dense = zero_gradient_model(optimizer)
+        return [one_step_update(model, dense).ravel() for _ in range(steps)]
+
+    first, second = updates(seed=4)
+    other, _ = updates(seed=5)
+    bound = 4 / np.sqrt(first.size)
+    assert abs(np.corrcoef(first, second)[0, 1]) < bound
+    assert abs(np.corrcoef(first, other)[0, 1]) < bound
+    np.testing.assert_array_equal(updates(seed=4, steps=1)[0], first)
 
 
 @pytest.mark.parametrize("where", ["inner", "wrapper"])

@@ -1,4 +1,5 @@
 import contextlib
+import functools
 import itertools
 import math
 import random
@@ -70,26 +71,85 @@ def _static_shape(tensor):
     return shape
 
 
-def _standard_normal(size, dtype, seed):
-    """`size` independent N(0, 1) draws, flat.
+def _noisy_gradient(grad, seed, stddev):
+    """grad + N(0, stddev²) noise, element by element independent, from the
+    backend's cheapest exact generator (each measured in docs/benchmarks.md).
 
-    On TensorFlow by the Box-Muller transform of uniforms, z = sqrt(-2 ln(1 - u1))
-    cos(2 pi u2) and the same with sin, which is exactly Gaussian and pairwise
-    independent (Box & Muller, 1958): TensorFlow's stateless normal kernel
-    is the slowest part of a noisy step on a CPU, and its uniforms plus the
-    transform cost less (docs/benchmarks.md). It is the
-    transform that kernel applies itself, to the same 23-bit float32
-    uniforms. Elsewhere `keras.random.normal`, which is already the faster
-    one there.
+    On JAX and TensorFlow from XLA's threefry-2x32 generator: 32 random bits
+    per element, whose top 23 are a uniform u on the 2^23 midpoints of an
+    even grid on (-1, 1) (symmetric, never ±1), and z = sqrt(2) erfinv(u),
+    the transform of `jax.random.normal`. XLA makes the bits several times
+    faster on a CPU than `keras.random.normal` does (JAX computes threefry
+    as jnp operations; TensorFlow's own stateless kernels are Philox's and
+    the slowest part of a noisy step), and fuses the transform with the
+    addition. On TensorFlow that part runs as a function of its own with
+    `jit_compile=True`, in the train step whether or not that is compiled.
+    Elsewhere `keras.random.normal`.
     """
-    if keras.backend.backend() != "tensorflow":
-        return keras.random.normal((size,), dtype=dtype, seed=seed)
-    half = (size + 1) // 2
-    u = keras.random.uniform((2, half), dtype="float32", seed=seed)
-    radius = ops.sqrt(-2.0 * ops.log1p(-u[0]))  # u < 1, so 1 - u in (0, 1]
-    angle = (2.0 * math.pi) * u[1]
-    z = ops.concatenate([radius * ops.cos(angle), radius * ops.sin(angle)])
-    return ops.cast(z[:size], dtype)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return grad + ops.cast(stddev, grad.dtype) * _jax_standard_normal(
+            _static_shape(grad), grad.dtype, seed.next()
+        )
+    if backend == "tensorflow":
+        return _tf_noisy_gradient()(grad, seed.next(), ops.cast(stddev, "float32"))
+    noise = keras.random.normal(_static_shape(grad), dtype=grad.dtype, seed=seed)
+    return grad + ops.cast(stddev, grad.dtype) * noise
+
+
+def _grid_uniform(bits):
+    """u = (2k + 1 - 2^23) / 2^23 for k the top 23 of 32 random bits: the
+    midpoints of 2^23 equal steps on (-1, 1). Integer arithmetic up to one
+    exact cast and one exact scaling, so no compiler reassociation can round
+    u to ±1 (where erfinv is infinite)."""
+    k = ops.cast(ops.right_shift(bits, 9), "int32")
+    return ops.cast(2 * k + (1 - 2**23), "float32") * (2.0**-23)
+
+
+def _jax_standard_normal(shape, dtype, seed):
+    """N(0, 1) draws on JAX from a uint32[2] seed (`_noisy_gradient`).
+
+    The bits come from XLA's RngBitGenerator with its THREE_FRY algorithm
+    (its default, which JAX's `rbg` keys use, is Philox on a CPU and no
+    faster than `jax.random`). The generator's 128-bit state is itself drawn
+    from `seed` by `jax.random`, so distinct seeds start unrelated streams.
+    """
+    import jax
+    import numpy as np
+
+    key = jax.random.wrap_key_data(seed, impl="threefry2x32")
+    state = jax.random.bits(key, (4,), "uint32")
+    _, bits = jax.lax.rng_bit_generator(
+        state, tuple(shape), dtype="uint32",
+        algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY,
+    )
+    return ops.cast(np.float32(math.sqrt(2.0)) * ops.erfinv(_grid_uniform(bits)), dtype)
+
+
+@functools.cache
+def _tf_noisy_gradient():
+    """`grad + stddev * z` on TensorFlow, z as in `_jax_standard_normal` from
+    TensorFlow's stateless threefry bits, which only XLA implements."""
+    import numpy as np
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, autograph=False)
+    def noisy(grad, seed, stddev):
+        bits = tf.random.stateless_uniform(
+            tf.shape(grad), seed, minval=None, maxval=None, dtype=tf.uint32, alg="threefry"
+        )
+        z = np.float32(math.sqrt(2.0)) * tf.math.erfinv(_grid_uniform(bits))
+        return grad + tf.cast(stddev * z, grad.dtype)
+
+    return noisy
+
+
+def _plus_scaled(grad, noise, scale):
+    """grad + scale * noise on torch in one pass (`addcmul`), where eager
+    ops would make the product its own pass and allocation."""
+    import torch
+
+    return torch.addcmul(grad, noise, scale)
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
@@ -233,16 +293,16 @@ class GradientNoise(keras.optimizers.Optimizer):
     def add_noise(self, grads):
         """g + N(0, σ_t²) for each gradient, independent across gradients.
 
-        One normal draw per dtype over the gradients' total size, split into
-        their shapes: the draws are independent element for element as with
-        one draw per gradient, and a step makes one RNG call (one seed, one
-        kernel) instead of one per variable. On JAX, one draw per gradient
-        (each with its own seed), which XLA fuses with the addition.
+        One draw per gradient, each with its own seed, derived from `seed`,
+        the gradient's index and the step. On torch one normal draw per
+        dtype over the gradients' total size, split into their shapes (the
+        same distribution: independent element for element): there every
+        call is its own eager kernel, while on JAX and TensorFlow splitting
+        one large draw costs copies that per-gradient draws, fused with the
+        addition or cache-sized, do not (docs/benchmarks.md).
         """
         stddev = self.noise_stddev() * _replica_noise_scale()
-        if keras.backend.backend() == "jax":
-            # The split of one large draw costs copies there: 0.70x plain SGD
-            # against 0.78x per gradient on CPU (docs/benchmarks.md).
+        if keras.backend.backend() != "torch":
             return [
                 None if grad is None else self._noisy(grad, stddev, index)
                 for index, grad in enumerate(grads)
@@ -256,20 +316,19 @@ class GradientNoise(keras.optimizers.Optimizer):
         for group, (dtype, indices) in enumerate(groups.items()):
             shapes = [_static_shape(noisy[i]) for i in indices]
             sizes = [math.prod(shape) for shape in shapes]
-            noise = _standard_normal(
-                sum(sizes), dtype, _CounterSeed(self._base_seed + 7919 * group, self.iterations)
+            noise = keras.random.normal(
+                (sum(sizes),), dtype=dtype,
+                seed=_CounterSeed(self._base_seed + 7919 * group, self.iterations),
             )
-            noise = noise * ops.cast(stddev, dtype)
+            scale = ops.cast(stddev, dtype)
             pieces = ops.split(noise, list(itertools.accumulate(sizes[:-1]))) if len(sizes) > 1 else [noise]
             for index, shape, piece in zip(indices, shapes, pieces):
-                noisy[index] = noisy[index] + ops.reshape(piece, shape)
+                noisy[index] = _plus_scaled(noisy[index], ops.reshape(piece, shape), scale)
         return noisy
 
     def _noisy(self, grad, stddev, index):
-        grad = ops.convert_to_tensor(grad)
         seed = _CounterSeed(self._base_seed + 7919 * index, self.iterations)
-        noise = keras.random.normal(_static_shape(grad), dtype=grad.dtype, seed=seed)
-        return grad + ops.cast(stddev, grad.dtype) * noise
+        return _noisy_gradient(ops.convert_to_tensor(grad), seed, stddev)
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
