@@ -88,6 +88,8 @@ bench: venv
 	    --variants $(BENCH_VARIANTS) | tee runs/bench/throughput-$$backend.txt || exit 1; \
 	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noisin_throughput.py --threads 1 $(BENCH_ARGS) \
 	    | tee runs/bench/noisin_throughput-$$backend.txt || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noise_draws.py --threads 1 $(BENCH_ARGS) \
+	    | tee runs/bench/noise_draws-$$backend.txt || exit 1; \
 	done
 
 benchmark: bench
