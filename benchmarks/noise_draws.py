@@ -34,17 +34,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402
 
 from keras_rnnreg import GradientNoise  # noqa: E402
-from keras_rnnreg.optimizers.gradient_noise import _CounterSeed  # noqa: E402
+from keras_rnnreg.optimizers.gradient_noise import _jax_threefry_bits  # noqa: E402
 
 SIGMA = 0.1
 
 
 def _keras_random(optimizer, grads):
-    out = []
-    for index, grad in enumerate(grads):
-        seed = _CounterSeed(optimizer._base_seed + 7919 * index, optimizer.iterations)
-        out.append(grad + SIGMA * keras.random.normal(tuple(grad.shape), seed=seed))
-    return out
+    # throughput.py's variant: GradientNoise's first draw, same seeds.
+    return throughput._PerVariableGradientNoise.add_noise(optimizer, grads)
 
 
 def _jax_keyed(impl):
@@ -59,16 +56,10 @@ def _jax_keyed(impl):
 
 
 def _xla_bits_only(optimizer, grads):
-    import jax
-
-    out = []
-    for index, grad in enumerate(grads):
-        state = jax.random.bits(jax.random.key(optimizer._base_seed + index), (4,), "uint32")
-        _, bits = jax.lax.rng_bit_generator(
-            state, grad.shape, dtype="uint32", algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY
-        )
-        out.append(grad + SIGMA * bits.astype(grad.dtype))
-    return out
+    return [
+        g + SIGMA * _jax_threefry_bits(g.shape, optimizer._seed(i).next()).astype(g.dtype)
+        for i, g in enumerate(grads)
+    ]
 
 
 def variants(backend):

@@ -69,7 +69,6 @@ from keras_rnnreg import (
     WeightDropLSTM,
 )
 from keras_rnnreg.losses import TokenCrossEntropy
-from keras_rnnreg.optimizers.gradient_noise import _CounterSeed  # the seeds GradientNoise derives
 
 VOCAB = 10000
 EMBEDDING = 200
@@ -188,8 +187,7 @@ class _PerVariableGradientNoise(GradientNoise):
         noisy = []
         for index, grad in enumerate(grads):
             grad = keras.ops.convert_to_tensor(grad)
-            seed = _CounterSeed(self._base_seed + 7919 * index, self.iterations)
-            noise = keras.random.normal(tuple(grad.shape), dtype=grad.dtype, seed=seed)
+            noise = keras.random.normal(tuple(grad.shape), dtype=grad.dtype, seed=self._seed(index))
             noisy.append(grad + keras.ops.cast(stddev, grad.dtype) * noise)
         return noisy
 

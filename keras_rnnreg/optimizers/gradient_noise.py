@@ -114,8 +114,16 @@ def _jax_standard_normal(shape, dtype, seed):
     faster than `jax.random`). The generator's 128-bit state is itself drawn
     from `seed` by `jax.random`, so distinct seeds start unrelated streams.
     """
-    import jax
     import numpy as np
+
+    bits = _jax_threefry_bits(shape, seed)
+    return ops.cast(np.float32(math.sqrt(2.0)) * ops.erfinv(_grid_uniform(bits)), dtype)
+
+
+def _jax_threefry_bits(shape, seed):
+    """uint32 bits of `shape` from XLA's RngBitGenerator (THREE_FRY), its
+    state drawn from the uint32[2] `seed` by `jax.random`."""
+    import jax
 
     key = jax.random.wrap_key_data(seed, impl="threefry2x32")
     state = jax.random.bits(key, (4,), "uint32")
@@ -123,7 +131,7 @@ def _jax_standard_normal(shape, dtype, seed):
         state, tuple(shape), dtype="uint32",
         algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY,
     )
-    return ops.cast(np.float32(math.sqrt(2.0)) * ops.erfinv(_grid_uniform(bits)), dtype)
+    return bits
 
 
 @functools.cache
@@ -318,7 +326,7 @@ class GradientNoise(keras.optimizers.Optimizer):
             sizes = [math.prod(shape) for shape in shapes]
             noise = keras.random.normal(
                 (sum(sizes),), dtype=dtype,
-                seed=_CounterSeed(self._base_seed + 7919 * group, self.iterations),
+                seed=self._seed(group),
             )
             scale = ops.cast(stddev, dtype)
             pieces = ops.split(noise, list(itertools.accumulate(sizes[:-1]))) if len(sizes) > 1 else [noise]
@@ -326,9 +334,13 @@ class GradientNoise(keras.optimizers.Optimizer):
                 noisy[index] = _plus_scaled(noisy[index], ops.reshape(piece, shape), scale)
         return noisy
 
+    def _seed(self, index):
+        """The seed of draw `index` (a gradient's or a dtype group's) at
+        the current step."""
+        return _CounterSeed(self._base_seed + 7919 * index, self.iterations)
+
     def _noisy(self, grad, stddev, index):
-        seed = _CounterSeed(self._base_seed + 7919 * index, self.iterations)
-        return _noisy_gradient(ops.convert_to_tensor(grad), seed, stddev)
+        return _noisy_gradient(ops.convert_to_tensor(grad), self._seed(index), stddev)
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
