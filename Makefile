@@ -90,7 +90,9 @@ bench: venv
 	    | tee runs/bench/noisin_throughput-$$backend.txt || exit 1; \
 	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noise_draws.py --threads 1 $(BENCH_ARGS) \
 	    | tee runs/bench/noise_draws-$$backend.txt || exit 1; \
-	done
+	done; \
+	KERAS_BACKEND=torch $(BIN)/python benchmarks/torch_data_path.py --threads 1 $(BENCH_ARGS) \
+	  | tee runs/bench/torch_data_path-torch.txt
 
 benchmark: bench
 

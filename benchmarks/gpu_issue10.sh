@@ -12,6 +12,8 @@
 #     train-torch train-jax     benchmarks/throughput.py: every regularizer
 #                         and gradient noise against plain
 #     bptt-jax            benchmarks/bptt_compile.py: padding vs compilations
+#     data-torch          benchmarks/torch_data_path.py at paper size: fit with
+#                         device-slice batches vs NumPy batches
 #     tests-torch tests-jax     the test suite, TF32 off
 #
 # Keras is not installed there: carry its wheels (docs/gpu.md, "On a GPU
@@ -21,7 +23,7 @@ set -u
 out=$1; shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(awd-torch awd-jax noisin-torch noisin-jax
-  train-torch train-jax bptt-jax tests-torch tests-jax)
+  train-torch train-jax bptt-jax data-torch tests-torch tests-jax)
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Both frameworks share the GPU in the Keras-vs-PyTorch runs on JAX.
@@ -47,6 +49,9 @@ for s in "${steps[@]}"; do
       step "$s" 180 "${s#train-}" python3 benchmarks/throughput.py --variants "$variants" $bench ;;
     bptt-jax)
       step "$s" 300 jax python3 benchmarks/bptt_compile.py --epochs 3 $bench ;;
+    data-torch)
+      step "$s" 240 torch python3 benchmarks/torch_data_path.py --preset awd-lstm \
+        --batch-size 40 --batches-per-epoch 30 $bench ;;
     tests-torch|tests-jax)
       # Exactness tests compare against float32 references: no TF32.
       NVIDIA_TF32_OVERRIDE=0 step "$s" 420 "${s#tests-}" python3 -m pytest -q -p no:cacheprovider tests ;;

@@ -107,6 +107,42 @@ def test_every_token_is_visited_once_per_epoch_in_order():
     np.testing.assert_array_equal(again.lengths, epochs[0])
 
 
+@pytest.mark.parametrize(
+    "kwargs", [{"pad_to_multiple": 8, "padding_id": 0}, {"token_weights": True},
+               {"pad_to_multiple": 5, "token_weights": True, "variable_length": False}]
+)
+def test_trainer_batches_are_the_sequence_items_padded_weighted_and_resumed(kwargs):
+    """What each backend's trainer is handed (on torch: tensors sliced on
+    Keras's device, not NumPy batches) is `sequence[i]`, element for element
+    and dtype for dtype, also in a resumed epoch."""
+    tokens = np.random.default_rng(4).integers(1, 500, size=3 * 203 + 1)
+    sequence = BPTTSequence(tokens, batch_size=3, bptt=12, seed=5, **kwargs)
+    for resume in (None, 4):
+        if resume is not None:
+            sequence.resume_at(1, resume)
+        expected = [sequence[i] for i in range(sequence.num_batches)]
+        if BACKEND == "tensorflow":
+            served = list(sequence.get_tf_dataset())
+        elif BACKEND == "jax":
+            served = list(sequence.get_jax_iterator())
+        else:
+            served = list(sequence.get_torch_dataloader())
+            device = keras.ops.convert_to_tensor(0).device
+            for batch in served:
+                assert all(type(part).__name__ == "Tensor" and part.device == device
+                           for part in batch)
+        assert len(served) == len(expected) == sequence.num_batches
+        for batch, item in zip(served, expected, strict=True):
+            assert len(batch) == len(item) == (3 if sequence.token_weights else 2)
+            for part, reference in zip(batch, item):
+                part = to_numpy(part)
+                assert part.dtype == reference.dtype
+                np.testing.assert_array_equal(part, reference)
+        if sequence.pad_to_multiple:
+            assert {x.shape[1] % sequence.pad_to_multiple for x, *_ in expected} == {0}
+            assert any((y == -1).any() for _, y, *_ in expected)
+
+
 def test_length_distribution_mean_and_spread():
     bptt, p, s = 70, 0.95, 5.0
     sequence = BPTTSequence(np.zeros(200_001, "int32"), 1, bptt, p=p, s=s, seed=0)

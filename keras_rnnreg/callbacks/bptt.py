@@ -2,6 +2,8 @@
 `keras_rnnreg.data.BPTTSequence` (AWD-LSTM section 4.1)."""
 
 import keras
+import numpy as np
+from keras import ops
 
 from keras_rnnreg._keras_compat import nested_layers
 from keras_rnnreg._stateful import reset_rnn_states, warn_if_states_are_not_carried
@@ -60,9 +62,10 @@ class BPTTCallback(keras.callbacks.Callback):
     schedules, `ReduceLROnPlateau`, NT-ASGD) see and set the unscaled rate,
     which is re-read at each epoch start. The rate cannot be scaled if it is a
     `LearningRateSchedule`. One Python float product and at most one variable
-    assignment per batch; on JAX the assignment makes Keras write its
-    functional training state back to the variables first (what every
-    callback that touches `self.model` mid-epoch costs).
+    assignment per batch, from a tensor of the epoch's rates made at its
+    start (no host-to-device copy per batch); on JAX the assignment makes
+    Keras write its functional training state back to the variables first
+    (what every callback that touches `self.model` mid-epoch costs).
 
     States. Keras does not reset stateful RNNs between epochs. This callback
     resets them (`reset_rnn_states`) at every epoch start, so each epoch reads
@@ -154,10 +157,18 @@ class BPTTCallback(keras.callbacks.Callback):
         if self.scale_learning_rate:
             self._base = self._current = _learning_rate(model.optimizer)
             self._scales = tuple(float(x) for x in self.sequence.learning_rate_scales)
+            # The epoch's rates as one tensor on the device: a batch's rate is
+            # assigned from it, where a Python float would be copied from host
+            # memory at each batch (on a GPU, a wait for the previous step).
+            rate = model.optimizer.learning_rate
+            self._rates = ops.convert_to_tensor(
+                np.array([self._base * scale for scale in self._scales]),
+                dtype=getattr(rate, "dtype", "float32"),
+            )
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.scale_learning_rate:
-            self._set(self._base * self._scales[batch])
+            self._set(self._base * self._scales[batch], batch)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.scale_learning_rate and batch == self.sequence.num_batches - 1:
@@ -176,9 +187,12 @@ class BPTTCallback(keras.callbacks.Callback):
         if self.reset_states:
             reset_rnn_states(self.model)
 
-    def _set(self, learning_rate):
+    def _set(self, learning_rate, batch=None):
+        """Writes `learning_rate` (a float); that of batch `batch` of the
+        epoch from the epoch's tensor of rates."""
         # Fixed-length epochs change the rate only around the last batch, and
         # on JAX every write costs a state sync, so skip writes of the same value.
         if learning_rate != self._current:
-            self.model.optimizer.learning_rate = learning_rate
+            value = learning_rate if batch is None else self._rates[batch]
+            self.model.optimizer.learning_rate = value
             self._current = learning_rate

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+from keras import ops
 
 from keras_rnnreg._keras_compat import DataAdapter, torch_dataloader
 from keras_rnnreg._validation import check_bool, check_int, check_positive_int, check_seed
@@ -296,11 +297,13 @@ class BPTTSequence(DataAdapter):
             targets = np.pad(targets, padding, constant_values=IGNORED_TARGET)
         if not self.token_weights:
             return inputs, targets
+        return inputs, targets, np.full(targets.shape, self._token_weight(start, end), "float32")
+
+    def _token_weight(self, start, end):
         # Keras averages a batch's per-token losses, then averages batches
         # with equal weight; w_i = L_i * num_batches / steps turns that into
         # sum_i L_i loss_i / steps, the mean over the epoch's tokens.
-        weight = (end - start) * self._num_batches / self._steps
-        return inputs, targets, np.full(targets.shape, weight, "float32")
+        return (end - start) * self._num_batches / self._steps
 
     def _batches(self):
         bounds = self._bounds
@@ -374,7 +377,39 @@ class BPTTSequence(DataAdapter):
         return self._batches()  # NumPy arrays are what JAX's trainer prefers
 
     def get_torch_dataloader(self):
-        return torch_dataloader(self._batches())
+        return torch_dataloader(self._device_batches())
+
+    def _device_batches(self):
+        """The batches as torch tensors, each a slice of one copy of `rows`
+        on Keras's device (made once per epoch).
+
+        Keras's torch trainer would convert each NumPy batch on its own: on
+        a GPU, a copy from pageable host memory per batch, which makes the
+        host wait for the GPU to finish the step before it. Slicing a copy
+        already on the device is queued like the step's own kernels. The
+        same batches as `_batch` (tests/test_bptt.py compares them).
+        """
+        import torch
+
+        rows = ops.convert_to_tensor(self.rows)
+        bounds = self._bounds
+        for index in range(len(bounds) - 1):
+            start, end = int(bounds[index]), int(bounds[index + 1])
+            inputs = rows[:, start:end]
+            targets = rows[:, start + 1 : end + 1]
+            if self.pad_to_multiple is not None:
+                padding = (0, -(end - start) % self.pad_to_multiple)
+                inputs = torch.nn.functional.pad(inputs, padding, value=self.padding_id)
+                targets = torch.nn.functional.pad(targets, padding, value=IGNORED_TARGET)
+            else:
+                inputs, targets = inputs.contiguous(), targets.contiguous()
+            if not self.token_weights:
+                yield inputs, targets
+                continue
+            weight = self._token_weight(start, end)
+            yield inputs, targets, torch.full(
+                targets.shape, weight, dtype=torch.float32, device=targets.device
+            )
 
     def get_tf_dataset(self):
         import tensorflow as tf
