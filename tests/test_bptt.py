@@ -361,6 +361,48 @@ def test_learning_rate_scaled_per_batch_with_clipping_on_the_unscaled_gradient(
     assert float(to_numpy(model.optimizer.learning_rate)) == lr
 
 
+def test_rate_restored_after_the_last_step_with_batch_end_callbacks_off_the_loop():
+    """BPTTCallback (and NTASGD without `interval`) have no batch-end work, so
+    Keras keeps running batch-end callbacks in its background thread on
+    torch and JAX (TensorFlow never does); the unscaled rate is back before
+    validation and every `on_epoch_end`, even those of callbacks listed first."""
+    from keras_rnnreg.callbacks import NTASGD
+    from keras_rnnreg.optimizers import ASGD
+
+    lr = 0.5
+    tokens = np.random.default_rng(1).integers(0, 11, size=2 * 41)
+    sequence = BPTTSequence(tokens, 2, 4, p=0.5, s=1.0, min_length=1, seed=2)
+    valid = BPTTSequence(tokens, 2, 4, variable_length=False)
+    model = bigram_lm()
+    model.compile(ASGD(lr), LOSS)
+
+    def rate(model):  # `self.model` in a callback: on JAX, it syncs the state first
+        return float(to_numpy(model.optimizer.learning_rate))
+
+    class Record(keras.callbacks.Callback):  # listed first; no batch-end hook
+        def on_train_batch_begin(self, batch, logs=None):
+            self.rates.append(rate(self.model))  # the rate set for the batch before
+
+        def on_test_begin(self, logs=None):
+            self.test_rates.append(rate(self.model))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epoch_end_rates.append(rate(self.model))
+
+    record = Record()
+    record.rates, record.test_rates, record.epoch_end_rates = [], [], []
+    assert not NTASGD(interval=3, validation_data=valid).async_safe
+    callbacks = keras.callbacks.CallbackList(
+        [record, BPTTCallback(sequence), NTASGD()], add_history=True, model=model
+    )
+    # Keras's own switch (keras/src/callbacks/callback_list.py).
+    assert callbacks._async_train == (BACKEND != "tensorflow")
+    model.fit(sequence, validation_data=valid, epochs=2, verbose=0, callbacks=callbacks)
+    assert len(set(record.rates)) >= 3  # scaled within the epochs
+    assert record.test_rates == record.epoch_end_rates == [lr, lr]
+    assert rate(model) == lr
+
+
 # ------------------------------------------------------------ state carry
 def test_stateful_lstm_fed_in_pieces_equals_one_pass():
     batch = 3

@@ -142,9 +142,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         extra: Callable returning a JSON-serializable dict saved with each
             checkpoint (e.g. the training time so far).
         every_batches: Optional int >= 1: also save after every this many
-            batches of an epoch.
-        every_seconds: Optional float > 0: also save after the first batch
-            that ends this long after the last save.
+            batches of an epoch (before the next batch begins).
+        every_seconds: Optional float > 0: also save before the first batch
+            that begins this long after the last save.
         resume_from: On a resume in the middle of an epoch, the checkpoint's
             `(meta, values)`: the model's variables (the carried states) and
             the running metrics are put back at the start of that epoch.
@@ -161,7 +161,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.every_seconds = every_seconds
         self.resume_from = resume_from
         #: Set (e.g. by a SIGINT handler) to save after the batch under way
-        #: and stop the run with KeyboardInterrupt.
+        #: (or at the epoch's end, after its last batch) and stop the run
+        #: with KeyboardInterrupt.
         self.stop_requested = False
         self._epoch = 0
         self._first_batch = 0
@@ -193,18 +194,26 @@ class RunCheckpoint(keras.callbacks.Callback):
             for variable, value in zip(metrics, meta["metrics_values"]):
                 variable.assign(value)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
+        # Before batch `batch`, rather than after the one before: a callback
+        # with an `on_train_batch_end` makes Keras run every callback's
+        # batch-end hooks in the training loop, waiting for each step's
+        # logs, instead of in a background thread (torch, JAX).
+        done = self._first_batch + batch  # batches of the epoch trained
+        if batch == 0:  # nothing trained in this fit yet
+            if self.stop_requested:
+                raise KeyboardInterrupt(f"stopped before batch {done + 1} of epoch {self._epoch + 1}")
+            return
         due = self.stop_requested
-        if self.every_batches and (batch + 1) % self.every_batches == 0:
+        if self.every_batches and batch % self.every_batches == 0:
             due = True
         if self.every_seconds and time.monotonic() - self._last_save >= self.every_seconds:
             due = True
         if due:
-            self._save_mid_epoch(self._first_batch + batch + 1)
+            self._save_mid_epoch(done)
         if self.stop_requested:
             raise KeyboardInterrupt(
-                f"stopped in epoch {self._epoch + 1} after batch "
-                f"{self._first_batch + batch + 1}, checkpoint saved"
+                f"stopped in epoch {self._epoch + 1} after batch {done}, checkpoint saved"
             )
 
     def _save_mid_epoch(self, batches_done):

@@ -58,9 +58,13 @@ class BPTTCallback(keras.callbacks.Callback):
     optimizer's variable, so compiled train steps are not retraced; wrappers
     such as `LossScaleOptimizer` forward it to the inner optimizer) before
     each batch whose scale differs from the previous one, and restored after
-    the last batch of each epoch, so callbacks that act between epochs (LR
-    schedules, `ReduceLROnPlateau`, NT-ASGD) see and set the unscaled rate,
-    which is re-read at each epoch start. The rate cannot be scaled if it is a
+    the last batch of each epoch (when the sequence's epoch ends, before
+    validation and every callback's `on_epoch_end`), so callbacks that act
+    between epochs (LR schedules, `ReduceLROnPlateau`, NT-ASGD) see and set
+    the unscaled rate, which is re-read at each epoch start. The callback
+    has no batch-end hook, so Keras keeps running the batch-end callbacks
+    (progress bar, history) off the training loop where it does so (torch,
+    JAX). The rate cannot be scaled if it is a
     `LearningRateSchedule`. One Python float product and at most one variable
     assignment per batch, from a tensor of the epoch's rates made at its
     start (no host-to-device copy per batch); on JAX the assignment makes
@@ -106,6 +110,8 @@ class BPTTCallback(keras.callbacks.Callback):
         self.scale_learning_rate = check_bool("scale_learning_rate", scale_learning_rate)
         self.reset_states = check_bool("reset_states", reset_states)
         self._base = self._current = None
+        self._in_epoch = False  # rates scaled since the epoch began
+        sequence._add_epoch_end_listener(self._restore_after_last_batch)
 
     @property
     def base_learning_rate(self):
@@ -156,6 +162,7 @@ class BPTTCallback(keras.callbacks.Callback):
             reset_rnn_states(model)
         if self.scale_learning_rate:
             self._base = self._current = _learning_rate(model.optimizer)
+            self._in_epoch = True
             self._scales = tuple(float(x) for x in self.sequence.learning_rate_scales)
             # The epoch's rates as one tensor on the device: a batch's rate is
             # assigned from it, where a Python float would be copied from host
@@ -170,11 +177,20 @@ class BPTTCallback(keras.callbacks.Callback):
         if self.scale_learning_rate:
             self._set(self._base * self._scales[batch], batch)
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.scale_learning_rate and batch == self.sequence.num_batches - 1:
+    # No on_train_batch_end: with one, Keras would run every callback's
+    # batch-end hooks in the training loop, each step waiting for the
+    # device to report its logs, instead of in a background thread.
+    def _restore_after_last_batch(self):
+        # The sequence calls this when Keras has run an epoch's last step.
+        if self._in_epoch:
+            self._in_epoch = False
             self._set(self._base)
 
+    def on_epoch_end(self, epoch, logs=None):
+        self._restore_after_last_batch()  # if fit stopped early or read another sequence
+
     def on_train_end(self, logs=None):
+        self._in_epoch = False
         if self.scale_learning_rate and self._base is not None:
             self._set(self._base)
 

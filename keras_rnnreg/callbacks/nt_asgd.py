@@ -103,6 +103,12 @@ class NTASGD(keras.callbacks.Callback):
         self._warned_missing = False
         self._swapped = False
 
+    @property
+    def async_safe(self):
+        """True without `interval`: `on_train_batch_end` then does nothing,
+        so Keras may run the batch-end callbacks off the training loop."""
+        return self.interval is None
+
     # -- Algorithm 1 ---------------------------------------------------------
     @property
     def history(self):

@@ -1,6 +1,7 @@
 """Truncated BPTT over one token stream, with AWD-LSTM's variable lengths."""
 
 import math
+import weakref
 
 import numpy as np
 from keras import ops
@@ -231,6 +232,7 @@ class BPTTSequence(DataAdapter):
         self._seed = seed
         self._epoch = 0
         self._resume = None  # (epoch, first batch) after resume_at
+        self._epoch_end_listeners = []  # weak references to callables
         if self.variable_length:
             self._num_batches = most_frequent_batch_count(
                 np.random.default_rng([seed, 1]),  # apart from the epochs' stream
@@ -367,7 +369,23 @@ class BPTTSequence(DataAdapter):
     def on_epoch_end(self):
         """Moves to the next epoch's lengths (Keras calls it after every
         epoch). Fixed-length sequences keep theirs."""
+        self._notify_epoch_end()
         self.set_epoch(self._epoch + 1)
+
+    def _add_epoch_end_listener(self, method):
+        """Calls the bound method `method` at every `on_epoch_end` while its
+        object lives. Keras's epoch iterator calls `on_epoch_end` right
+        after an epoch's last step, before validation and the callbacks'
+        `on_epoch_end`: `BPTTCallback` restores the unscaled rate there
+        without an `on_train_batch_end` (which would turn off Keras's
+        asynchronous batch-end callbacks)."""
+        self._epoch_end_listeners.append(weakref.WeakMethod(method))
+
+    def _notify_epoch_end(self):
+        alive = [ref for ref in self._epoch_end_listeners if ref() is not None]
+        self._epoch_end_listeners = alive
+        for ref in alive:
+            ref()()
 
     # ------------------------------------------------ Keras DataAdapter API
     def get_numpy_iterator(self):
