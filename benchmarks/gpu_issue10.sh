@@ -13,7 +13,7 @@
 #                         and gradient noise against plain
 #     bptt-jax            benchmarks/bptt_compile.py: padding vs compilations
 #     data-torch          benchmarks/torch_data_path.py at paper size: fit with
-#                         device-slice batches vs NumPy batches
+#                         device-slice batches vs a batch-end hook vs NumPy batches
 #     tests-torch tests-jax     the test suite, TF32 off
 #
 # Keras is not installed there: carry its wheels (docs/gpu.md, "On a GPU

@@ -4,7 +4,7 @@ Issue 10 §3. Keras's torch trainer converts every NumPy batch a data adapter
 yields into a tensor on its device; on a GPU that is a copy from pageable
 host memory per batch, after which the host waits for the GPU to finish
 the step before. So is a learning rate written as a Python float
-(`BPTTCallback`'s per-batch rate with variable lengths). Two variants of
+(`BPTTCallback`'s per-batch rate with variable lengths). Three variants of
 the same training, interleaved in one process, each timed over whole
 `fit` epochs of the `awd-lstm-cpu` preset (every regularizer, variable
 lengths, stateful) on random token ids:
@@ -12,13 +12,19 @@ lengths, stateful) on random token ids:
     device_batches  the library: `BPTTSequence` hands the trainer slices of
                     one device copy of its rows, `BPTTCallback` assigns each
                     batch's rate from a device tensor of the epoch's rates
+    batch_end_hook  the library, but with the unscaled rate restored in an
+                    `on_train_batch_end` (as `BPTTCallback` did before):
+                    any such hook makes Keras run the batch-end callbacks in
+                    the training loop, turning each step's logs into Python
+                    floats (a wait for the device) before the next step,
+                    instead of in a background thread
     numpy_batches   as before issue 10 §3: NumPy batches (converted by
-                    Keras, one host-to-device copy each) and rates written
-                    as Python floats
+                    Keras, one host-to-device copy each), rates written
+                    as Python floats, and the batch-end hook
 
 On a CPU both are the same work (the "device" is host memory), so the
 ratio should be 1 within noise; the difference is a GPU's. Printed: the
-median tokens/s over repeats and the ratio.
+median tokens/s over repeats and the ratios.
 
     KERAS_BACKEND=torch taskset -c 0 .venv/bin/python benchmarks/torch_data_path.py --threads 1
     KERAS_BACKEND=torch python benchmarks/torch_data_path.py --preset awd-lstm --batch-size 40
@@ -49,7 +55,15 @@ class _NumPyBatches(BPTTSequence):
         return torch_dataloader(self._batches())
 
 
-class _FloatRates(BPTTCallback):
+class _BatchEndRestore(BPTTCallback):
+    """The restore before: in `on_train_batch_end` after the last batch."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.sequence.num_batches - 1:
+            self._restore_after_last_batch()
+
+
+class _FloatRates(_BatchEndRestore):
     """The rate writes before: a Python float per batch."""
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -80,6 +94,7 @@ class FitEpochs:
 
 VARIANTS = {
     "device_batches": (BPTTSequence, BPTTCallback),
+    "batch_end_hook": (BPTTSequence, _BatchEndRestore),
     "numpy_batches": (_NumPyBatches, _FloatRates),
 }
 
@@ -123,8 +138,9 @@ def main(argv=None):
     }
     rates = time_interleaved(builders, [None], [None], tokens_per_epoch, args.repeats, 1, 1)
     median = print_medians("torch", rates)
-    print(f"\ndevice_batches / numpy_batches = "
-          f"{median['device_batches'] / median['numpy_batches']:.3f}")
+    print()
+    for other in ("batch_end_hook", "numpy_batches"):
+        print(f"device_batches / {other} = {median['device_batches'] / median[other]:.3f}")
 
 
 if __name__ == "__main__":
