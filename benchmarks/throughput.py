@@ -5,6 +5,7 @@ LSTMs of 200 units, batch 20, BPTT 35) with one more AWD-LSTM piece switched
 on than the variant before it:
 
     plain              Embedding -> LSTM(200) -> LSTM(200) -> Dense(10000),
+                         the Dense `language_model`'s decoder (TokenDense),
                          the LSTMs WeightDropLSTM(200, weight_dropout=0)
     weight_drop        both LSTMs -> WeightDropLSTM(200, weight_dropout=0.5)
     locked_dropout     + LockedDropout 0.4 / 0.3 / 0.4 (embedding output,
@@ -68,6 +69,7 @@ from keras_rnnreg import (
     LockedDropout,
     WeightDropLSTM,
 )
+from keras_rnnreg.layers._projection import TokenDense
 from keras_rnnreg.losses import TokenCrossEntropy
 
 VOCAB = 10000
@@ -125,7 +127,7 @@ def _lm(
     if tied:
         logits = embedding(dropped_h, reverse=True)
     else:
-        logits = keras.layers.Dense(VOCAB)(dropped_h)
+        logits = TokenDense(VOCAB)(dropped_h)  # the decoder language_model builds
     return keras.Model(tokens, logits)
 
 

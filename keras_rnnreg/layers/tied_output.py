@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_rnnreg._validation import check_bool, check_int
+from keras_rnnreg.layers._projection import project_tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
@@ -93,10 +94,7 @@ class TiedEmbedding(keras.layers.Embedding):
             import torch
 
             return torch.nn.functional.linear(inputs, embeddings, bias)
-        logits = ops.matmul(inputs, ops.transpose(embeddings))
-        if bias is not None:
-            logits = ops.add(logits, bias)
-        return logits
+        return project_tokens(inputs, ops.transpose(embeddings), bias)
 
     def compute_mask(self, inputs, mask=None):
         # In reverse mode the inputs are hidden states: keep their mask rather

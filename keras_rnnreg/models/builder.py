@@ -23,6 +23,7 @@ from keras_rnnreg.layers import (
     WeightDropGRU,
     WeightDropLSTM,
 )
+from keras_rnnreg.layers._projection import TokenDense
 from keras_rnnreg.models.initializers import (
     check_initialization,
     decoder_initializers,
@@ -367,7 +368,7 @@ def language_model(vocab_size, preset=None, **overrides):
             bias = uniform(initialization, derive_seed(seed, _DECODER))((vocab_size,))
             embedding.output_bias.assign(bias)
     else:
-        logits = keras.layers.Dense(
+        logits = TokenDense(
             vocab_size,
             name="decoder",
             **decoder_initializers(initialization, derive_seed(seed, _DECODER)),
