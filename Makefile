@@ -74,7 +74,7 @@ test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 # single-threaded: on a shared 2-core machine torch's two OpenMP threads
 # stall whenever another process holds a core, and one thread on every side
 # keeps the Keras-vs-PyTorch comparison fair. Each prints its medians and
-# ratios, and a copy goes to runs/bench/. About 20 minutes on 2 cores.
+# ratios, and a copy goes to runs/bench/. About 30 minutes on 2 cores.
 # `make bench BENCH_ARGS=--quick`: a smoke test of the whole target.
 BENCH_ARGS ?=
 BENCH_VARIANTS := plain,keras_lstm,weight_drop,locked_dropout,embedding_dropout,artar,tied,asgd_off,gradient_noise
@@ -90,7 +90,11 @@ bench: venv
 	    | tee runs/bench/noisin_throughput-$$backend.txt || exit 1; \
 	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/noise_draws.py --threads 1 $(BENCH_ARGS) \
 	    | tee runs/bench/noise_draws-$$backend.txt || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/output_projection.py --threads 1 $(BENCH_ARGS) \
+	    | tee runs/bench/output_projection-$$backend.txt || exit 1; \
 	done; \
+	$(BIN)/python benchmarks/resume_compile.py $(BENCH_ARGS) \
+	  | tee runs/bench/resume_compile-jax.txt || exit 1; \
 	KERAS_BACKEND=torch $(BIN)/python benchmarks/torch_data_path.py --threads 1 $(BENCH_ARGS) \
 	  | tee runs/bench/torch_data_path-torch.txt
 

@@ -12,6 +12,9 @@
 #     train-torch train-jax     benchmarks/throughput.py: every regularizer
 #                         and gradient noise against plain
 #     bptt-jax            benchmarks/bptt_compile.py: padding vs compilations
+#     resume-jax          benchmarks/resume_compile.py --variable-bptt: a resumed
+#                         run with and without the run directory's compile cache
+#     projection-jax      benchmarks/output_projection.py: 3-D vs flattened softmax
 #     data-torch          benchmarks/torch_data_path.py at paper size: fit with
 #                         device-slice batches vs a batch-end hook vs NumPy batches
 #     tests-torch tests-jax     the test suite, TF32 off
@@ -23,7 +26,7 @@ set -u
 out=$1; shift
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(awd-torch awd-jax noisin-torch noisin-jax
-  train-torch train-jax bptt-jax data-torch tests-torch tests-jax)
+  train-torch train-jax bptt-jax resume-jax projection-jax data-torch tests-torch tests-jax)
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Both frameworks share the GPU in the Keras-vs-PyTorch runs on JAX.
@@ -49,6 +52,10 @@ for s in "${steps[@]}"; do
       step "$s" 180 "${s#train-}" python3 benchmarks/throughput.py --variants "$variants" $bench ;;
     bptt-jax)
       step "$s" 300 jax python3 benchmarks/bptt_compile.py --epochs 3 $bench ;;
+    resume-jax)
+      step "$s" 300 jax python3 benchmarks/resume_compile.py --variable-bptt --rounds 2 $bench ;;
+    projection-jax)
+      step "$s" 120 jax python3 benchmarks/output_projection.py $bench ;;
     data-torch)
       step "$s" 240 torch python3 benchmarks/torch_data_path.py --preset awd-lstm \
         --batch-size 40 --batches-per-epoch 30 $bench ;;

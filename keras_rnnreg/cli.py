@@ -213,6 +213,7 @@ def cmd_train(args):
     import keras
 
     from keras_rnnreg.app import training
+    from keras_rnnreg.app.compile_cache import run_compilation_cache
     from keras_rnnreg.app.data import load_dataset
 
     dataset = None
@@ -254,9 +255,10 @@ def cmd_train(args):
               f"{config['epochs']} epochs, {keras.backend.backend()} backend -> {directory}")
     # Off a terminal the epoch line alone (Keras's verbose=2 line repeats it).
     verbose = 1 if sys.stdout.isatty() and not args.quiet else 0
-    summary = training.train_run(config, directory, resume=bool(args.resume),
-                                 verbose=verbose, tensorboard=args.tensorboard, dataset=dataset,
-                                 checkpoint_every=args.checkpoint_every)
+    with run_compilation_cache(directory):
+        summary = training.train_run(config, directory, resume=bool(args.resume),
+                                     verbose=verbose, tensorboard=args.tensorboard,
+                                     dataset=dataset, checkpoint_every=args.checkpoint_every)
     training.write_config(directory, config)
     print(training.summary_line(summary))
     print(f"wrote {directory}/: model.keras, history.csv, {training.PLOT_FILE}, summary.json")
@@ -280,10 +282,17 @@ def _load_run(directory):
 
 
 def cmd_evaluate(args):
+    from keras_rnnreg.app.compile_cache import run_compilation_cache
+
+    config, model, _ = _load_run(args.run)
+    with run_compilation_cache(args.run):
+        return _evaluate(args, config, model)
+
+
+def _evaluate(args, config, model):
     from keras_rnnreg.app import training
     from keras_rnnreg.app.data import load_dataset
 
-    config, model, _ = _load_run(args.run)
     corpus, oracle = load_dataset(config["dataset"])
     preset = training.resolve_preset(config)
     tokens = corpus.test if args.split == "test" else corpus.valid
@@ -312,12 +321,14 @@ def cmd_evaluate(args):
 
 
 def cmd_generate(args):
+    from keras_rnnreg.app.compile_cache import run_compilation_cache
     from keras_rnnreg.app.generate import sample_text
 
     _, model, vocab = _load_run(args.run)
-    words = sample_text(model, vocab, prompt=args.prompt.split(), length=args.length,
-                        temperature=args.temperature, seed=args.seed,
-                        allow_unk=args.allow_unk, allow_eos=args.allow_eos)
+    with run_compilation_cache(args.run):
+        words = sample_text(model, vocab, prompt=args.prompt.split(), length=args.length,
+                            temperature=args.temperature, seed=args.seed,
+                            allow_unk=args.allow_unk, allow_eos=args.allow_eos)
     text = " ".join(words).replace(" <eos> ", "\n").replace("<eos>", "\n")
     print((args.prompt + " " if args.prompt else "") + text)
     return 0

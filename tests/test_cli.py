@@ -4,6 +4,7 @@ interruption, and one clear line (no traceback) for each bad input."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -366,3 +367,74 @@ def test_a_run_started_with_sigint_ignored_leaves_it_ignored(corpus_dir, tmp_pat
     finally:
         signal.signal(signal.SIGINT, previous)
     assert status == 130 and "Traceback" not in err
+
+
+@pytest.fixture
+def compilation_events(monkeypatch):
+    """JAX's persistent-cache events during the test (with every compilation
+    worth caching: the tiny model compiles in well under JAX's 1 s default)."""
+    if keras.backend.backend() != "jax":
+        yield None
+        return
+    import jax
+    import jax.monitoring
+
+    events = []
+
+    def listener(event, **kwargs):
+        if event.startswith("/jax/compilation_cache/cache_"):
+            events.append(event.rsplit("/", 1)[1])
+
+    previous = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.monitoring.register_event_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", previous)
+
+
+def test_a_resumed_run_and_evaluate_load_the_compiled_steps(corpus_dir, tmp_path, capsys,
+                                                            compilation_events):
+    out_dir = tmp_path / "run"
+    argv = ["train", "--data-dir", corpus_dir, *SMALL, "--epochs", "1", "--output", out_dir]
+    assert run(argv, capsys)[0] == 0
+    cache = out_dir / "jax-cache"
+    if compilation_events is None:  # TensorFlow and torch compile nothing to keep
+        assert not cache.exists()
+        return
+    import jax
+
+    assert "cache_misses" in compilation_events and any(cache.iterdir())
+    assert jax.config.jax_compilation_cache_dir is None  # only during the command
+    moved = tmp_path / "moved"  # a copied or moved run finds its entries too
+    shutil.copytree(out_dir, moved)
+    for argv in (["train", "--resume", moved, "--epochs", "2", "--quiet"], ["evaluate", moved]):
+        compilation_events.clear()
+        status, _, err = run(argv, capsys)
+        assert status == 0, err
+        # Every step compiled anew is loaded from the first run's cache.
+        assert "cache_hits" in compilation_events, argv[0]
+        assert "cache_misses" not in compilation_events, argv[0]
+
+
+def test_a_compilation_cache_the_user_set_is_kept(corpus_dir, tmp_path, capsys,
+                                                   compilation_events):
+    if compilation_events is None:
+        pytest.skip("JAX's compilation cache: the test above checks the others make none")
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    mine = tmp_path / "my-cache"
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(mine))
+    try:
+        argv = ["train", "--data-dir", corpus_dir, *SMALL, "--epochs", "1",
+                "--output", tmp_path / "run"]
+        assert run(argv, capsys)[0] == 0
+        assert jax.config.jax_compilation_cache_dir == str(mine)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+        compilation_cache.reset_cache()
+    assert any(mine.iterdir()) and not (tmp_path / "run" / "jax-cache").exists()
