@@ -50,7 +50,7 @@ class TokenDense(keras.layers.Dense):
             or getattr(self, "quantization_mode", None)
         ):
             return super().call(inputs, training=training)
-        outputs = project_tokens(inputs, self.kernel, self.bias if self.use_bias else None)
+        outputs = project_tokens(inputs, self.kernel, self.bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
