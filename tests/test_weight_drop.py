@@ -68,10 +68,36 @@ def spy_on_torch_kernel(monkeypatch, name):
     return calls
 
 
+def spy_on_jax_scan(monkeypatch):
+    """The recurrent kernels our JAX LSTM scan (`_jax_lstm`) receives: on
+    JAX off GPUs every call that Keras would have sent to cuDNN."""
+    from keras_rnnreg import _jax_lstm
+
+    calls = []
+    scan = _jax_lstm._scan_lstm()
+
+    def spy(projected, recurrent_kernel, *args):
+        calls.append(to_numpy(recurrent_kernel))
+        return scan(projected, recurrent_kernel, *args)
+
+    monkeypatch.setattr(_jax_lstm, "_scan_lstm", lambda: spy)
+    return calls
+
+
+def jax_off_gpu():
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() != "gpu"
+
+
 @pytest.fixture
 def spy_lstm(monkeypatch):
     if keras.backend.backend() == "torch":
         return spy_on_torch_kernel(monkeypatch, "lstm")
+    if jax_off_gpu():
+        return spy_on_jax_scan(monkeypatch)
     return spy_on_backend(monkeypatch, "lstm")
 
 
@@ -120,11 +146,11 @@ def test_inference_equals_keras_lstm_with_same_weights():
     reference.build(X.shape)
     reference.set_weights(layer.get_weights())
     # Bit-exact where both run one kernel; on torch off CUDA ours runs
-    # PyTorch's LSTM kernel and Keras's LSTM its Python loop (float32 sums
-    # in another order).
+    # PyTorch's LSTM kernel and Keras's LSTM its Python loop, on JAX off
+    # GPUs ours its own scan (float32 sums in another order).
     check = (
         np.testing.assert_array_equal
-        if keras.backend.backend() != "torch"
+        if keras.backend.backend() != "torch" and not jax_off_gpu()
         else lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     )
     check(to_numpy(layer(X)), to_numpy(reference(X)))
@@ -383,25 +409,28 @@ def test_fused_gru_gets_the_compute_dtype(monkeypatch, policy):
     assert calls == [{compute}]
 
 
-def _trained_twins(options, steps=2, cls=WeightDropLSTM):
+def _trained_twins(options, steps=2, cls=WeightDropLSTM, mask=None):
     """Two identical LMs-in-miniature, one with the fused LSTM path ("auto":
-    PyTorch's kernel on torch, the backend's fused LSTM elsewhere) and one
-    with Keras's generic cell loop, trained `steps` SGD steps on the same
-    batches; returns their weights, last outputs and carried states, and
-    the weights both started from."""
+    PyTorch's kernel on torch, our scan on JAX off GPUs, the backend's fused
+    LSTM elsewhere) and one with Keras's generic cell loop, trained `steps`
+    SGD steps on the same batches (with `mask`, a (6, 9) boolean array,
+    its False steps zeroed and masked by `Masking`); returns their weights,
+    last outputs and carried states, and the weights both started from."""
+    keep = np.ones((6, 9, 1), "float32") if mask is None else mask[..., None].astype("float32")
     results = []
     for use_cudnn in ("auto", False):
         keras.utils.set_random_seed(7)
         layer = cls(6, weight_dropout=0.5, seed=8, use_cudnn=use_cudnn, **options)
         inputs = keras.Input((9, 5), batch_size=6)
-        model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
+        hidden = inputs if mask is None else keras.layers.Masking(0.0)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(3)(layer(hidden)))
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
         targets = np.ones(model.output.shape, "float32")
         initial = [to_numpy(w) for w in model.weights]
         for step in range(steps):
-            model.train_on_batch(X + step, targets)
+            model.train_on_batch((X + step) * keep, targets)
         states = [to_numpy(s) for s in layer.states] if layer.stateful else []
-        results.append(([to_numpy(w) for w in model.weights], to_numpy(model(X)), states))
+        results.append(([to_numpy(w) for w in model.weights], to_numpy(model(X * keep)), states))
     return (*results, initial)
 
 
@@ -430,6 +459,52 @@ def test_fused_path_trains_as_the_generic_loop(options, cls):
         np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
     # the steps did change the weights
     assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, initial)) > 1e-3
+
+
+MASKS = {
+    "right-padded": np.arange(9)[None] < np.array([9, 6, 4, 9, 2, 7])[:, None],
+    "holes": np.array([[(3 * row + step) % 4 != 1 for step in range(9)] for row in range(6)]),
+}
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=list(MASKS))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"return_sequences": True, "zero_output_for_mask": True},
+        {"return_sequences": False, "go_backwards": True, "stateful": True},
+        {"return_sequences": True, "go_backwards": True, "zero_output_for_mask": True},
+    ],
+    ids=["sequences", "zero-output", "backwards-stateful", "backwards-zero-output"],
+)
+def test_masked_lstm_trains_as_the_generic_loop(options, mask):
+    # As above, with masks: on JAX off GPUs our scan carries the states over
+    # masked steps and emits the previous output (or zeros) as Keras's loop
+    # does; elsewhere both twins run Keras's masked paths.
+    (fused_weights, fused_out, fused_states), (loop_weights, loop_out, loop_states), initial = (
+        _trained_twins(options, mask=MASKS[mask])
+    )
+    for fused, loop in zip(fused_weights, loop_weights):
+        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(fused_out, loop_out, rtol=0, atol=2e-5)
+    for fused, loop in zip(fused_states, loop_states):
+        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
+    assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, initial)) > 1e-3
+
+
+def test_jax_runs_its_own_lstm_scan_where_keras_would_loop(spy_lstm):
+    layer = WeightDropLSTM(5, weight_dropout=0.5, seed=9)
+    layer(X, training=True)
+    layer(X, mask=MASKS["holes"], training=True)  # masks too
+    # unrolling, recurrent dropout or 16-bit compute: Keras's own paths
+    WeightDropLSTM(5, recurrent_dropout=0.2)(X, training=True)
+    WeightDropLSTM(5, unroll=True)(X, training=True)
+    WeightDropLSTM(5, dtype="mixed_bfloat16")(X, training=True)
+    if jax_off_gpu():
+        assert len(spy_lstm) == 2
+    else:
+        assert not layer._native_jax_applies()
 
 
 def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):

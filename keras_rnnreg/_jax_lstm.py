@@ -1,0 +1,163 @@
+"""The LSTM on JAX where Keras would loop: one scan, a hand-written backward.
+
+Off GPUs Keras's JAX LSTM is its generic cell loop: a `lax.scan` whose
+step multiplies both the input and the state by their kernels, and whose
+gradient JAX derives by differentiating the scan, accumulating the kernel
+gradients step by step inside the backward loop. `NativeJaxLSTM` computes
+the same LSTM as fused kernels do (cuDNN, oneDNN): the input projections
+x_t W + b of all steps in one matmul before the loop, only h_{t-1} U and the
+gates in the loop, and a backward loop that carries only the state
+gradients, after which the recurrent kernel's gradient is one matmul over
+all steps. On a CPU that trained the awd-lstm-cpu model 1.15x faster than
+Keras's loop (docs/benchmarks.md). It is written here because Keras has no
+such path off GPUs (its JAX `lstm` is cuDNN only).
+
+Same equations, gate order (i, f, c, o), masks (a masked step carries the
+states, and outputs the previous output or, with `zero_output_for_mask`,
+zeros), `go_backwards` (outputs in processing order) and input dropout
+(one mask for all steps) as Keras's loop; tests/test_weight_drop.py trains
+both side by side.
+"""
+
+import functools
+
+import keras
+from keras import ops
+
+from keras_rnnreg.layers._projection import project_tokens
+
+_FLOATS = ("float32", "float64")
+
+
+@functools.cache
+def _scan_lstm():
+    """`lstm(projected, recurrent_kernel, h0, c0, mask, zero_output)` ->
+    (outputs, h, c), time-major, with its custom VJP. `mask` is a float
+    (time, batch, 1) array of 0/1 or None; `zero_output` a static bool."""
+    import jax
+    import jax.numpy as jnp
+
+    def forward(projected, recurrent_kernel, h0, c0, mask, zero_output):
+        def step(carry, inputs):
+            h, c = carry
+            p, m = inputs
+            z = p + h @ recurrent_kernel
+            z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
+            i, f, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jax.nn.sigmoid(z_o)
+            g = jnp.tanh(z_c)
+            c_new = f * c + i * g
+            h_new = o * jnp.tanh(c_new)
+            if m is None:
+                out, h_next, c_next = h_new, h_new, c_new
+            else:
+                kept = m > 0
+                h_next = jnp.where(kept, h_new, h)
+                c_next = jnp.where(kept, c_new, c)
+                out = jnp.where(kept, h_new, 0.0) if zero_output else h_next
+            return (h_next, c_next), (out, jnp.concatenate([i, f, g, o], axis=-1), h, c)
+
+        (h, c), (outputs, gates, h_prev, c_prev) = jax.lax.scan(
+            step, (h0, c0), (projected, mask)
+        )
+        return (outputs, h, c), (recurrent_kernel, mask, gates, h_prev, c_prev)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+    def lstm(projected, recurrent_kernel, h0, c0, mask, zero_output):
+        return forward(projected, recurrent_kernel, h0, c0, mask, zero_output)[0]
+
+    def lstm_fwd(projected, recurrent_kernel, h0, c0, mask, zero_output):
+        return forward(projected, recurrent_kernel, h0, c0, mask, zero_output)
+
+    def lstm_bwd(zero_output, residuals, cotangents):
+        recurrent_kernel, mask, gates, h_prev, c_prev = residuals
+        d_outputs, d_h, d_c = cotangents
+        transposed = recurrent_kernel.T
+
+        def step(carry, inputs):
+            d_h, d_c = carry  # gradients of the states this step passed on
+            d_out, gates_t, h_t, c_t, m = inputs
+            i, f, g, o = jnp.split(gates_t, 4, axis=-1)
+            tanh_c = jnp.tanh(f * c_t + i * g)
+            if m is None:
+                d_h_new, d_c_new, d_h_kept, d_c_kept = d_h + d_out, d_c, 0.0, 0.0
+            else:
+                # A masked step passes the incoming state gradients through.
+                kept = m > 0
+                d_h_all = d_h + d_out
+                d_h_new = jnp.where(kept, d_h_all, 0.0)
+                d_h_kept = jnp.where(kept, 0.0, d_h if zero_output else d_h_all)
+                d_c_new = jnp.where(kept, d_c, 0.0)
+                d_c_kept = jnp.where(kept, 0.0, d_c)
+            d_cell = d_c_new + d_h_new * o * (1.0 - tanh_c * tanh_c)
+            d_z = jnp.concatenate([
+                d_cell * g * i * (1.0 - i),
+                d_cell * c_t * f * (1.0 - f),
+                d_cell * i * (1.0 - g * g),
+                d_h_new * tanh_c * o * (1.0 - o),
+            ], axis=-1)
+            return (d_z @ transposed + d_h_kept, d_cell * f + d_c_kept), d_z
+
+        (d_h0, d_c0), d_z = jax.lax.scan(
+            step, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask), reverse=True
+        )
+        # The recurrent kernel's gradient for all steps in one matmul.
+        d_kernel = jnp.einsum("tbh,tbg->hg", h_prev, d_z)
+        return d_z, d_kernel, d_h0, d_c0, None
+
+    lstm.defvjp(lstm_fwd, lstm_bwd)
+    return lstm
+
+
+class NativeJaxLSTM:
+    """Mixin for `keras.layers.LSTM` subclasses: the scan above on JAX off GPUs.
+
+    Applies where Keras's JAX LSTM would take cuDNN on a GPU (`use_cudnn`
+    "auto" or True, no recurrent dropout, not unrolled, tanh/sigmoid, a
+    bias) but runs its generic loop instead, in float32 or float64, with or
+    without a mask. On GPUs Keras's (and `WeightDropLSTM`'s) cuDNN paths
+    are left as they are.
+    """
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if keras.tree.is_nested(mask):
+            mask = mask[0]
+        if self._native_jax_applies():
+            return self._native_jax_call(sequences, initial_state, mask, training)
+        return super().inner_loop(sequences, initial_state, mask=mask, training=training)
+
+    def _native_jax_applies(self):
+        from keras_rnnreg._fused_rnn import keras_would_fuse
+
+        if keras.backend.backend() != "jax":
+            return False
+        import jax
+
+        return (
+            keras_would_fuse(self)
+            and keras.backend.standardize_dtype(self.compute_dtype) in _FLOATS
+            and jax.default_backend() != "gpu"
+        )
+
+    def _native_jax_call(self, sequences, initial_state, mask, training):
+        import jax.numpy as jnp
+
+        cell = self.cell
+        dtype = self.compute_dtype
+        x = ops.cast(sequences, dtype)
+        if training and cell.dropout:
+            x = x * ops.expand_dims(cell.get_dropout_mask(x[:, 0, :]), axis=1)
+        kernel, recurrent_kernel, bias = (
+            ops.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+        )
+        projected = project_tokens(jnp.swapaxes(x, 0, 1), kernel, bias)  # (time, batch, 4H)
+        if mask is not None:
+            mask = jnp.swapaxes(jnp.asarray(mask, dtype), 0, 1)[..., None]
+        if self.go_backwards:
+            projected = projected[::-1]
+            mask = None if mask is None else mask[::-1]
+        h0, c0 = (ops.cast(s, dtype) for s in initial_state[:2])
+        outputs, h, c = _scan_lstm()(
+            projected, recurrent_kernel, h0, c0, mask, bool(self.zero_output_for_mask)
+        )
+        outputs = jnp.swapaxes(outputs, 0, 1)
+        return outputs[:, -1], outputs, [h, c]
