@@ -8,9 +8,9 @@ the same LSTM as fused kernels do (cuDNN, oneDNN): the input projections
 x_t W + b of all steps in one matmul before the loop, only h_{t-1} U and the
 gates in the loop, and a backward loop that carries only the state
 gradients, after which the recurrent kernel's gradient is one matmul over
-all steps. On a CPU that trained the awd-lstm-cpu model 1.15x faster than
-Keras's loop (docs/benchmarks.md). It is written here because Keras has no
-such path off GPUs (its JAX `lstm` is cuDNN only).
+all steps. On a CPU that trains markedly faster than Keras's loop
+(docs/benchmarks.md, "JAX off GPUs"). It is written here because Keras has
+no such path off GPUs (its JAX `lstm` is cuDNN only).
 
 Same equations, gate order (i, f, c, o), masks (a masked step carries the
 states, and outputs the previous output or, with `zero_output_for_mask`,

@@ -9,11 +9,11 @@ def project_tokens(inputs, kernel, bias=None):
 
     The leading axes (batch, time) are flattened into one before the matmul
     and restored after it. Same values as `ops.matmul` on the 3-D hidden
-    states; but XLA on a CPU compiled the (batch, time, vocabulary)
-    projection of a language model's train step, its log-softmax and their
-    gradients 1.3-1.5× slower than the same on flattened tokens (JAX,
-    docs/benchmarks.md, "Flattened output projection"), while on TensorFlow
-    and torch both cost the same.
+    states; but for the 3-D form XLA on a CPU computes the kernel's gradient
+    from a transposed copy of the logits' gradient, which made a language
+    model's train step markedly slower on JAX (docs/benchmarks.md,
+    "Flattened output projection"); on TensorFlow and torch both cost the
+    same.
 
     Args:
         inputs: Hidden states `(..., features)`.
