@@ -449,16 +449,14 @@ def test_fused_path_trains_as_the_generic_loop(options, cls):
     # Two SGD steps at rate 1 from the same weights and the same masks: equal
     # weights after them mean equal gradients for every weight, through the
     # weight mask, the input dropout and (stateful) the carried state.
-    (fused_weights, fused_out, fused_states), (loop_weights, loop_out, loop_states), initial = (
-        _trained_twins(options, cls=cls)
-    )
-    for fused, loop in zip(fused_weights, loop_weights):
-        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
-    np.testing.assert_allclose(fused_out, loop_out, rtol=0, atol=2e-5)
-    for fused, loop in zip(fused_states, loop_states):
-        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
-    # the steps did change the weights
-    assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, initial)) > 1e-3
+    _assert_twins_trained_alike(*_trained_twins(options, cls=cls))
+
+
+def _assert_twins_trained_alike(fused, loop, initial):
+    """`_trained_twins`' two results agree, and the steps changed the weights."""
+    for a, b in zip(fused[0] + [fused[1]] + fused[2], loop[0] + [loop[1]] + loop[2]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+    assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused[0], initial)) > 1e-3
 
 
 MASKS = {
@@ -482,15 +480,7 @@ def test_masked_lstm_trains_as_the_generic_loop(options, mask):
     # As above, with masks: on JAX off GPUs our scan carries the states over
     # masked steps and emits the previous output (or zeros) as Keras's loop
     # does; elsewhere both twins run Keras's masked paths.
-    (fused_weights, fused_out, fused_states), (loop_weights, loop_out, loop_states), initial = (
-        _trained_twins(options, mask=MASKS[mask])
-    )
-    for fused, loop in zip(fused_weights, loop_weights):
-        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
-    np.testing.assert_allclose(fused_out, loop_out, rtol=0, atol=2e-5)
-    for fused, loop in zip(fused_states, loop_states):
-        np.testing.assert_allclose(fused, loop, rtol=0, atol=2e-5)
-    assert max(np.abs(w1 - w0).max() for w1, w0 in zip(fused_weights, initial)) > 1e-3
+    _assert_twins_trained_alike(*_trained_twins(options, mask=MASKS[mask]))
 
 
 def test_jax_runs_its_own_lstm_scan_where_keras_would_loop(spy_lstm):
