@@ -31,22 +31,28 @@ _FLOATS = ("float32", "float64")
 
 @functools.cache
 def _scan_lstm():
-    """`lstm(projected, recurrent_kernel, h0, c0, mask, zero_output)` ->
-    (outputs, h, c), time-major, with its custom VJP. `mask` is a float
-    (time, batch, 1) array of 0/1 or None; `zero_output` a static bool."""
+    """`lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output,
+    noise_mode)` -> (outputs, h, c), time-major, with its custom VJP. `mask`
+    is a float (time, batch, 1) array of 0/1 or None; `noise` None or
+    Noisin's ε (time, batch, units), applied to the emitted state as
+    `noise_mode` ("multiplicative" or "additive") says (Noisin Algorithm 1;
+    ε is a draw: it gets no gradient); `zero_output` and `noise_mode` are
+    static."""
     import jax
     import jax.numpy as jnp
 
-    def forward(projected, recurrent_kernel, h0, c0, mask, zero_output):
+    def forward(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
         def step(carry, inputs):
             h, c = carry
-            p, m = inputs
+            p, m, e = inputs
             z = p + h @ recurrent_kernel
             z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
             i, f, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jax.nn.sigmoid(z_o)
             g = jnp.tanh(z_c)
             c_new = f * c + i * g
             h_new = o * jnp.tanh(c_new)
+            if e is not None:
+                h_new = h_new * e if noise_mode == "multiplicative" else h_new + e
             if m is None:
                 out, h_next, c_next = h_new, h_new, c_new
             else:
@@ -57,25 +63,27 @@ def _scan_lstm():
             return (h_next, c_next), (out, jnp.concatenate([i, f, g, o], axis=-1), h, c)
 
         (h, c), (outputs, gates, h_prev, c_prev) = jax.lax.scan(
-            step, (h0, c0), (projected, mask)
+            step, (h0, c0), (projected, mask, noise)
         )
-        return (outputs, h, c), (recurrent_kernel, mask, gates, h_prev, c_prev)
+        return (outputs, h, c), (recurrent_kernel, mask, noise, gates, h_prev, c_prev)
 
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-    def lstm(projected, recurrent_kernel, h0, c0, mask, zero_output):
-        return forward(projected, recurrent_kernel, h0, c0, mask, zero_output)[0]
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+    def lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
+        return forward(
+            projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode
+        )[0]
 
-    def lstm_fwd(projected, recurrent_kernel, h0, c0, mask, zero_output):
-        return forward(projected, recurrent_kernel, h0, c0, mask, zero_output)
+    def lstm_fwd(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
+        return forward(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode)
 
-    def lstm_bwd(zero_output, residuals, cotangents):
-        recurrent_kernel, mask, gates, h_prev, c_prev = residuals
+    def lstm_bwd(zero_output, noise_mode, residuals, cotangents):
+        recurrent_kernel, mask, noise, gates, h_prev, c_prev = residuals
         d_outputs, d_h, d_c = cotangents
         transposed = recurrent_kernel.T
 
         def step(carry, inputs):
             d_h, d_c = carry  # gradients of the states this step passed on
-            d_out, gates_t, h_t, c_t, m = inputs
+            d_out, gates_t, h_t, c_t, m, e = inputs
             i, f, g, o = jnp.split(gates_t, 4, axis=-1)
             tanh_c = jnp.tanh(f * c_t + i * g)
             if m is None:
@@ -88,6 +96,8 @@ def _scan_lstm():
                 d_h_kept = jnp.where(kept, 0.0, d_h if zero_output else d_h_all)
                 d_c_new = jnp.where(kept, d_c, 0.0)
                 d_c_kept = jnp.where(kept, 0.0, d_c)
+            if e is not None and noise_mode == "multiplicative":
+                d_h_new = d_h_new * e  # the gradient of o ⊙ tanh(c) before the noise
             d_cell = d_c_new + d_h_new * o * (1.0 - tanh_c * tanh_c)
             d_z = jnp.concatenate([
                 d_cell * g * i * (1.0 - i),
@@ -98,18 +108,61 @@ def _scan_lstm():
             return (d_z @ transposed + d_h_kept, d_cell * f + d_c_kept), d_z
 
         (d_h0, d_c0), d_z = jax.lax.scan(
-            step, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask), reverse=True
+            step, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask, noise), reverse=True
         )
         # The recurrent kernel's gradient for all steps in one matmul.
         d_kernel = jnp.einsum("tbh,tbg->hg", h_prev, d_z)
-        return d_z, d_kernel, d_h0, d_c0, None
+        return d_z, d_kernel, d_h0, d_c0, None, None
 
     lstm.defvjp(lstm_fwd, lstm_bwd)
     return lstm
 
 
+def standard_activations(activation, recurrent_activation):
+    """Whether an LSTM's activations are tanh and sigmoid, as the scan's
+    hand-written derivatives assume."""
+    return activation in (keras.activations.tanh, ops.tanh) and recurrent_activation in (
+        keras.activations.sigmoid, ops.sigmoid
+    )
+
+
+def lstm_scan(inputs, kernel, recurrent_kernel, bias, initial_state, mask=None,
+              go_backwards=False, zero_output_for_mask=False, noise=None, noise_mode=None):
+    """An LSTM layer's loop on JAX, as Keras's `RNN.inner_loop` returns it.
+
+    Args:
+        inputs: `(batch, time, features)`, input dropout already applied.
+        kernel, recurrent_kernel, bias: The cell's weights (`bias` None
+            without one), in the inputs' dtype.
+        initial_state: `[h0, c0]`.
+        mask: Optional boolean `(batch, time)`.
+        go_backwards, zero_output_for_mask: As for `keras.layers.RNN`.
+        noise, noise_mode: Optional Noisin noise ε `(batch, time, units)`
+            and its mode (`NoisinLSTM`).
+
+    Returns:
+        `(last_output, outputs, [h, c])`, outputs in processing order.
+    """
+    import jax.numpy as jnp
+
+    dtype = inputs.dtype
+    projected = project_tokens(jnp.swapaxes(inputs, 0, 1), kernel, bias)  # (time, batch, 4H)
+    if mask is not None:
+        mask = jnp.swapaxes(jnp.asarray(mask, dtype), 0, 1)[..., None]
+    if noise is not None:
+        noise = jnp.swapaxes(noise, 0, 1)
+    if go_backwards:
+        projected, mask, noise = (None if t is None else t[::-1] for t in (projected, mask, noise))
+    h0, c0 = (ops.cast(state, dtype) for state in initial_state[:2])
+    outputs, h, c = _scan_lstm()(
+        projected, recurrent_kernel, h0, c0, mask, noise, bool(zero_output_for_mask), noise_mode
+    )
+    outputs = jnp.swapaxes(outputs, 0, 1)
+    return outputs[:, -1], outputs, [h, c]
+
+
 class NativeJaxLSTM:
-    """Mixin for `keras.layers.LSTM` subclasses: the scan above on JAX off GPUs.
+    """Mixin for `keras.layers.LSTM` subclasses: `lstm_scan` on JAX off GPUs.
 
     Applies where Keras's JAX LSTM would take cuDNN on a GPU (`use_cudnn`
     "auto" or True, no recurrent dropout, not unrolled, tanh/sigmoid, a
@@ -139,25 +192,12 @@ class NativeJaxLSTM:
         )
 
     def _native_jax_call(self, sequences, initial_state, mask, training):
-        import jax.numpy as jnp
-
         cell = self.cell
         dtype = self.compute_dtype
         x = ops.cast(sequences, dtype)
         if training and cell.dropout:
             x = x * ops.expand_dims(cell.get_dropout_mask(x[:, 0, :]), axis=1)
-        kernel, recurrent_kernel, bias = (
-            ops.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)
+        return lstm_scan(
+            x, *(ops.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)),
+            initial_state, mask, self.go_backwards, self.zero_output_for_mask,
         )
-        projected = project_tokens(jnp.swapaxes(x, 0, 1), kernel, bias)  # (time, batch, 4H)
-        if mask is not None:
-            mask = jnp.swapaxes(jnp.asarray(mask, dtype), 0, 1)[..., None]
-        if self.go_backwards:
-            projected = projected[::-1]
-            mask = None if mask is None else mask[::-1]
-        h0, c0 = (ops.cast(s, dtype) for s in initial_state[:2])
-        outputs, h, c = _scan_lstm()(
-            projected, recurrent_kernel, h0, c0, mask, bool(self.zero_output_for_mask)
-        )
-        outputs = jnp.swapaxes(outputs, 0, 1)
-        return outputs[:, -1], outputs, [h, c]

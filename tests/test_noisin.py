@@ -659,8 +659,9 @@ class _SubclassedLSTMCell(keras.layers.LSTMCell):
     ids=["masked", "unmasked", "backwards", "last-output"],
 )
 def test_the_lstm_loop_equals_the_cell_call_loop_in_outputs_states_and_gradients(mode, options):
-    # Unmasked on torch the fast loop is its own torch loop; masked (and on
-    # the other backends) it runs through Keras's loop.
+    # The fast loop is, unmasked on torch, its own torch loop; on JAX one
+    # scan with a hand-written backward pass (`_jax_lstm`), masked or not;
+    # otherwise Keras's loop with precomputed projections.
     options = dict(options)
     masked = options.pop("masked", False)
     options.setdefault("return_sequences", True)

@@ -34,6 +34,7 @@ import inspect
 import keras
 from keras import ops
 from keras import tree
+from keras_rnnreg._jax_lstm import lstm_scan, standard_activations
 from keras_rnnreg._keras_compat import DropoutRNNCell, backend_rnn
 from keras_rnnreg._stateful import CarriedStates
 from keras_rnnreg._validation import check_seed
@@ -495,6 +496,12 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
         layer call per step.
         """
         dtype = sequences.dtype
+        if self._jax_scan_applies(lstm, dtype, noise):
+            return lstm_scan(
+                sequences, ops.cast(lstm.kernel, dtype), ops.cast(lstm.recurrent_kernel, dtype),
+                ops.cast(lstm.bias, dtype) if lstm.use_bias else None, initial_state, mask,
+                self.go_backwards, self.zero_output_for_mask, noise, self.cell.mode,
+            )
         projected = ops.matmul(sequences, ops.cast(lstm.kernel, dtype))
         if lstm.use_bias:
             projected = projected + ops.cast(lstm.bias, dtype)
@@ -520,6 +527,19 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
 
         return self._loop(step, packed, initial_state, mask, sequences.shape[1])
 
+
+    def _jax_scan_applies(self, lstm, dtype, noise):
+        """On JAX (every device: Noisin has no fused kernel to keep), the
+        loop as one scan with a hand-written backward pass (`lstm_scan`),
+        for tanh/sigmoid LSTMs in float32/float64 with noise of that dtype."""
+        dtype = keras.backend.standardize_dtype(dtype)
+        return (
+            keras.backend.backend() == "jax"
+            and not self.unroll
+            and standard_activations(lstm.activation, lstm.recurrent_activation)
+            and dtype in ("float32", "float64")
+            and keras.backend.standardize_dtype(noise.dtype) == dtype
+        )
 
     def _torch_lstm_loop(self, projected, recurrent_kernel, noise, initial_state,
                          activation, recurrent_activation, copy_states):
