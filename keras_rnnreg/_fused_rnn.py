@@ -34,25 +34,30 @@ def torch_is_tracing():
     return torch.jit.is_tracing() or bool(compiling and compiling())
 
 
-def keras_would_fuse(layer):
-    """Whether Keras's LSTM/GRU `inner_loop` would try the backend's fused
-    kernel for `layer`, the mask and the device aside: `use_cudnn` "auto" or
-    True, no recurrent dropout, not unrolled, a bias, tanh and sigmoid."""
-    cell = layer.cell
+def standard_activations(activation, recurrent_activation):
+    """Whether an RNN cell's activations are tanh and sigmoid, as fused
+    kernels (and our JAX scan's hand-written derivatives) assume."""
     tanh = (keras.activations.tanh, keras.ops.tanh)
     sigmoid = (keras.activations.sigmoid, keras.ops.sigmoid)
     if keras.backend.backend() == "torch":
         import torch
 
         tanh, sigmoid = tanh + (torch.tanh,), sigmoid + (torch.sigmoid,)
+    return activation in tanh and recurrent_activation in sigmoid
+
+
+def keras_would_fuse(layer):
+    """Whether Keras's LSTM/GRU `inner_loop` would try the backend's fused
+    kernel for `layer`, the mask and the device aside: `use_cudnn` "auto" or
+    True, no recurrent dropout, not unrolled, a bias, tanh and sigmoid."""
+    cell = layer.cell
     return (
         # WeightDropLSTM's `use_cudnn` reads False outside its loop.
         getattr(layer, "_use_cudnn", layer.use_cudnn) in ("auto", True)
         and not layer.recurrent_dropout
         and not layer.unroll
         and cell.use_bias
-        and cell.activation in tanh
-        and cell.recurrent_activation in sigmoid
+        and standard_activations(cell.activation, cell.recurrent_activation)
     )
 
 

@@ -24,9 +24,8 @@ import functools
 import keras
 from keras import ops
 
+from keras_rnnreg._fused_rnn import _FLOATS, keras_would_fuse
 from keras_rnnreg.layers._projection import project_tokens
-
-_FLOATS = ("float32", "float64")
 
 
 @functools.cache
@@ -73,9 +72,6 @@ def _scan_lstm():
             projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode
         )[0]
 
-    def lstm_fwd(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
-        return forward(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode)
-
     def lstm_bwd(zero_output, noise_mode, residuals, cotangents):
         recurrent_kernel, mask, noise, gates, h_prev, c_prev = residuals
         d_outputs, d_h, d_c = cotangents
@@ -114,16 +110,8 @@ def _scan_lstm():
         d_kernel = jnp.einsum("tbh,tbg->hg", h_prev, d_z)
         return d_z, d_kernel, d_h0, d_c0, None, None
 
-    lstm.defvjp(lstm_fwd, lstm_bwd)
+    lstm.defvjp(forward, lstm_bwd)  # forward: the outputs and the residuals
     return lstm
-
-
-def standard_activations(activation, recurrent_activation):
-    """Whether an LSTM's activations are tanh and sigmoid, as the scan's
-    hand-written derivatives assume."""
-    return activation in (keras.activations.tanh, ops.tanh) and recurrent_activation in (
-        keras.activations.sigmoid, ops.sigmoid
-    )
 
 
 def lstm_scan(inputs, kernel, recurrent_kernel, bias, initial_state, mask=None,
@@ -179,8 +167,6 @@ class NativeJaxLSTM:
         return super().inner_loop(sequences, initial_state, mask=mask, training=training)
 
     def _native_jax_applies(self):
-        from keras_rnnreg._fused_rnn import keras_would_fuse
-
         if keras.backend.backend() != "jax":
             return False
         import jax

@@ -34,7 +34,8 @@ import inspect
 import keras
 from keras import ops
 from keras import tree
-from keras_rnnreg._jax_lstm import lstm_scan, standard_activations
+from keras_rnnreg._fused_rnn import _FLOATS, standard_activations
+from keras_rnnreg._jax_lstm import lstm_scan
 from keras_rnnreg._keras_compat import DropoutRNNCell, backend_rnn
 from keras_rnnreg._stateful import CarriedStates
 from keras_rnnreg._validation import check_seed
@@ -527,7 +528,6 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
 
         return self._loop(step, packed, initial_state, mask, sequences.shape[1])
 
-
     def _jax_scan_applies(self, lstm, dtype, noise):
         """On JAX (every device: Noisin has no fused kernel to keep), the
         loop as one scan with a hand-written backward pass (`lstm_scan`),
@@ -537,7 +537,7 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
             keras.backend.backend() == "jax"
             and not self.unroll
             and standard_activations(lstm.activation, lstm.recurrent_activation)
-            and dtype in ("float32", "float64")
+            and dtype in _FLOATS
             and keras.backend.standardize_dtype(noise.dtype) == dtype
         )
 
