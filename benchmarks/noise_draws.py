@@ -6,9 +6,14 @@ tensors), times `grads -> grads + σ·z` with z ~ N(0, 1) drawn
     add_only        no draw: grads + σ·grads (the pass over memory alone)
     keras_random    one `keras.random.normal` per gradient (GradientNoise's
                       first implementation)
-    gradient_noise  `GradientNoise.add_noise`, the library's draw
-    xla_bits_only   (JAX) the library's random bits, cast and added without
-                      the erfinv transform (not Gaussian: what the bits cost)
+    gradient_noise  `GradientNoise.add_noise`, the library's draw:
+                      Threefry-2x32 as elementwise ops, Giles's erfinv
+    bits_only       (JAX) the library's random bits, cast and
+                      added without the erfinv transform (not Gaussian:
+                      what the bits cost)
+    xla_rng_bits    (JAX, TensorFlow) the previous draw: the same transform
+                      by XLA's erf_inv, of bits from XLA's RngBitGenerator
+                      (THREE_FRY; TensorFlow's stateless threefry uniforms)
     jax_rbg         (JAX) `jax.random.normal` per gradient from an `rbg` key
     jax_unsafe_rbg  (JAX) the same from an `unsafe_rbg` key
 
@@ -22,6 +27,7 @@ to `gradient_noise`. What the noise costs a whole training step is
 
 import argparse
 import datetime
+import functools
 import os
 import statistics
 import sys
@@ -34,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402
 
 from keras_rnnreg import GradientNoise  # noqa: E402
-from keras_rnnreg.optimizers.gradient_noise import _jax_threefry_bits  # noqa: E402
+from keras_rnnreg._threefry import grid_uniform, random_bits  # noqa: E402
 
 SIGMA = 0.1
 
@@ -55,11 +61,48 @@ def _jax_keyed(impl):
     return draw
 
 
-def _xla_bits_only(optimizer, grads):
+def _bits_only(optimizer, grads):
     return [
-        g + SIGMA * _jax_threefry_bits(g.shape, optimizer._seed(i).next()).astype(g.dtype)
+        g + SIGMA * keras.ops.cast(
+            keras.ops.reshape(random_bits(int(np.prod(g.shape)), optimizer._seed(i).next()),
+                              g.shape), g.dtype)
         for i, g in enumerate(grads)
     ]
+
+
+def _xla_rng_bits(optimizer, grads):
+    if keras.backend.backend() == "tensorflow":
+        return _tf_rng_bits(optimizer, grads)
+    import jax
+
+    def normal(shape, seed):
+        key = jax.random.wrap_key_data(seed, impl="threefry2x32")
+        state = jax.random.bits(key, (4,), "uint32")
+        _, bits = jax.lax.rng_bit_generator(
+            state, tuple(shape), dtype="uint32",
+            algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY,
+        )
+        return np.float32(np.sqrt(2.0)) * jax.lax.erf_inv(grid_uniform(bits))
+
+    return [g + SIGMA * normal(g.shape, optimizer._seed(i).next()) for i, g in enumerate(grads)]
+
+
+@functools.cache
+def _tf_noisy():
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, autograph=False)
+    def noisy(grad, seed):
+        bits = tf.random.stateless_uniform(
+            tf.shape(grad), seed, minval=None, maxval=None, dtype=tf.uint32, alg="threefry"
+        )
+        return grad + SIGMA * np.float32(np.sqrt(2.0)) * tf.math.erfinv(grid_uniform(bits))
+
+    return noisy
+
+
+def _tf_rng_bits(optimizer, grads):
+    return [_tf_noisy()(g, optimizer._seed(i).next()) for i, g in enumerate(grads)]
 
 
 def variants(backend):
@@ -68,8 +111,10 @@ def variants(backend):
         "keras_random": _keras_random,
         "gradient_noise": lambda optimizer, grads: optimizer.add_noise(grads),
     }
+    if backend in ("jax", "tensorflow"):
+        found["xla_rng_bits"] = _xla_rng_bits
     if backend == "jax":
-        found["xla_bits_only"] = _xla_bits_only
+        found["bits_only"] = _bits_only
         found["jax_rbg"] = _jax_keyed("rbg")
         found["jax_unsafe_rbg"] = _jax_keyed("unsafe_rbg")
     return found

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_rnnreg._keras_compat import clip_gradients, own_optimizer_variables, random_seed_dtype
+from keras_rnnreg._threefry import standard_normal
 from keras_rnnreg._validation import check_non_negative, check_seed
 
 _CLIP_ARGUMENTS = ("clipnorm", "global_clipnorm", "clipvalue")
@@ -75,21 +76,17 @@ def _noisy_gradient(grad, seed, stddev):
     """grad + N(0, stddev²) noise, element by element independent, from the
     backend's cheapest exact generator (each measured in docs/benchmarks.md).
 
-    On JAX and TensorFlow from XLA's threefry-2x32 generator: 32 random bits
-    per element, whose top 23 are a uniform u on the 2^23 midpoints of an
-    even grid on (-1, 1) (symmetric, never ±1), and z = sqrt(2) erfinv(u),
-    the transform of `jax.random.normal`. XLA makes the bits several times
-    faster on a CPU than `keras.random.normal` does (JAX computes threefry
-    as jnp operations; TensorFlow's own stateless kernels are Philox's and
-    the slowest part of a noisy step), and fuses the transform with the
-    addition. On TensorFlow that part runs as a function of its own with
-    `jit_compile=True`, in the train step whether or not that is compiled.
-    Elsewhere `keras.random.normal`.
+    On JAX and TensorFlow `_threefry.standard_normal`: Threefry-2x32 bits
+    and the erfinv transform of `jax.random.normal`, written as elementwise
+    ops that XLA fuses with the addition. The same seed gives the same noise
+    on both. On TensorFlow that part runs as a function of its own with
+    `jit_compile=True`, in the train step whether or not that is compiled:
+    XLA is what fuses it. On torch `keras.random.normal`.
     """
     backend = keras.backend.backend()
     if backend == "jax":
-        return grad + ops.cast(stddev, grad.dtype) * _jax_standard_normal(
-            _static_shape(grad), grad.dtype, seed.next()
+        return grad + ops.cast(stddev, grad.dtype) * ops.cast(
+            standard_normal(_static_shape(grad), seed.next()), grad.dtype
         )
     if backend == "tensorflow":
         return _tf_noisy_gradient()(grad, seed.next(), ops.cast(stddev, "float32"))
@@ -97,56 +94,14 @@ def _noisy_gradient(grad, seed, stddev):
     return grad + ops.cast(stddev, grad.dtype) * noise
 
 
-def _grid_uniform(bits):
-    """u = (2k + 1 - 2^23) / 2^23 for k the top 23 of 32 random bits: the
-    midpoints of 2^23 equal steps on (-1, 1). Integer arithmetic up to one
-    exact cast and one exact scaling, so no compiler reassociation can round
-    u to ±1 (where erfinv is infinite)."""
-    k = ops.cast(ops.right_shift(bits, 9), "int32")
-    return ops.cast(2 * k + (1 - 2**23), "float32") * (2.0**-23)
-
-
-def _jax_standard_normal(shape, dtype, seed):
-    """N(0, 1) draws on JAX from a uint32[2] seed (`_noisy_gradient`).
-
-    The bits come from XLA's RngBitGenerator with its THREE_FRY algorithm
-    (its default, which JAX's `rbg` keys use, is Philox on a CPU and no
-    faster than `jax.random`). The generator's 128-bit state is itself drawn
-    from `seed` by `jax.random`, so distinct seeds start unrelated streams.
-    """
-    import numpy as np
-
-    bits = _jax_threefry_bits(shape, seed)
-    return ops.cast(np.float32(math.sqrt(2.0)) * ops.erfinv(_grid_uniform(bits)), dtype)
-
-
-def _jax_threefry_bits(shape, seed):
-    """uint32 bits of `shape` from XLA's RngBitGenerator (THREE_FRY), its
-    state drawn from the uint32[2] `seed` by `jax.random`."""
-    import jax
-
-    key = jax.random.wrap_key_data(seed, impl="threefry2x32")
-    state = jax.random.bits(key, (4,), "uint32")
-    _, bits = jax.lax.rng_bit_generator(
-        state, tuple(shape), dtype="uint32",
-        algorithm=jax.lax.RandomAlgorithm.RNG_THREE_FRY,
-    )
-    return bits
-
-
 @functools.cache
 def _tf_noisy_gradient():
-    """`grad + stddev * z` on TensorFlow, z as in `_jax_standard_normal` from
-    TensorFlow's stateless threefry bits, which only XLA implements."""
-    import numpy as np
+    """`grad + stddev * z` on TensorFlow, compiled by XLA (`_noisy_gradient`)."""
     import tensorflow as tf
 
     @tf.function(jit_compile=True, autograph=False)
     def noisy(grad, seed, stddev):
-        bits = tf.random.stateless_uniform(
-            tf.shape(grad), seed, minval=None, maxval=None, dtype=tf.uint32, alg="threefry"
-        )
-        z = np.float32(math.sqrt(2.0)) * tf.math.erfinv(_grid_uniform(bits))
+        z = standard_normal(_static_shape(grad), seed)
         return grad + tf.cast(stddev * z, grad.dtype)
 
     return noisy
