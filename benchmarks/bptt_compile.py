@@ -9,12 +9,16 @@ The model and data are `make demo`'s (the embedded synthetic corpus,
 awd-lstm-cpu's regularizers at 2 x 128, batch 32, BPTT 35), with AWD-LSTM's
 variable lengths turned on. Variants:
 
+    fixed       variable_bptt=False: every batch BPTT long but the last
+                  (two shapes)
+    fixed_pad   fixed, the last batch padded to BPTT (length_bucket=bptt,
+                  the command line's choice there): one shape, the floor
     unpadded    length_bucket=None: one shape per distinct length
     pad8        length_bucket=8 (the command line's choice)
     pad16       length_bucket=16 (fewer shapes, more padded steps)
 
 Each variant trains a fresh model for `--epochs` epochs (validation off),
-in the order unpadded, pad8, pad16, pad16, pad8, unpadded (`--rounds`
+in the order given and back (`--rounds`
 times), in one process; a callback times every epoch. Reported per variant: the median of
 epoch 1 (compilations included), of the later epochs, and their ratio, plus
 the distinct shapes served in epoch 1, and the ratio of last epochs (by
@@ -54,9 +58,12 @@ class EpochTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def train(corpus, bucket, epochs, seed, jit_compile="auto"):
+def train(corpus, bucket, epochs, seed, jit_compile="auto", variable=True):
+    if bucket == "bptt":
+        bucket = get_preset(SYNTHETIC_DEFAULT["preset"]).replace(
+            **SYNTHETIC_DEFAULT["overrides"]).bptt
     keras.utils.set_random_seed(seed)
-    overrides = {**SYNTHETIC_DEFAULT["overrides"], "variable_bptt": True,
+    overrides = {**SYNTHETIC_DEFAULT["overrides"], "variable_bptt": variable,
                  "length_bucket": bucket, "seed": seed}
     preset = get_preset(SYNTHETIC_DEFAULT["preset"]).replace(**overrides)
     model = preset.compile(preset.build(len(corpus.vocab)), jit_compile=jit_compile)
@@ -72,6 +79,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated subset of fixed,fixed_pad,unpadded,pad8,pad16")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test: 2 epochs of a 10,000-token corpus")
     parser.add_argument("--jit-compile", action="store_true",
@@ -80,14 +89,16 @@ def main():
     if args.quick:
         args.epochs = 2
     corpus = make_synthetic_corpus(seed=0, train_tokens=10_000 if args.quick else 60_000)
-    buckets = {"unpadded": None, "pad8": 8, "pad16": 16}
+    buckets = {"fixed": None, "fixed_pad": "bptt", "unpadded": None, "pad8": 8, "pad16": 16}
+    if args.variants:
+        buckets = {name: buckets[name] for name in args.variants.split(",")}
     results = {name: [] for name in buckets}
     shapes = {}
     for round_ in range(args.rounds):
         for name in (*buckets, *reversed(buckets)):
             times, n_shapes, n_lengths = train(
                 corpus, buckets[name], args.epochs, seed=round_,
-                jit_compile=True if args.jit_compile else "auto",
+                jit_compile=True if args.jit_compile else "auto", variable=not name.startswith("fixed"),
             )
             results[name].append(times)
             shapes[name] = (n_shapes, n_lengths)
@@ -107,7 +118,8 @@ def main():
               f"{later:.1f} s | {first / later:.2f} |")
     last = {name: statistics.median(times[-1] for times in runs) for name, runs in results.items()}
     for name in ("pad8", "pad16"):
-        print(f"last epoch, {name} / unpadded: {last[name] / last['unpadded']:.3f}")
+        if name in last and "unpadded" in last:
+            print(f"last epoch, {name} / unpadded: {last[name] / last['unpadded']:.3f}")
 
 
 if __name__ == "__main__":

@@ -200,8 +200,8 @@ def _train_config(args):
     if overrides.get("length_bucket") == 0:  # off, as flags cannot say None
         overrides["length_bucket"] = None
     chosen = training.resolve_preset(config)  # validates the overrides now, not after loading data
-    if "length_bucket" not in overrides and chosen.variable_bptt and chosen.length_bucket is None:
-        bucket = training.default_length_bucket()
+    if "length_bucket" not in overrides and chosen.length_bucket is None:
+        bucket = training.default_length_bucket(chosen)
         if bucket is not None:
             overrides["length_bucket"] = bucket  # in config.json: a resume pads alike
     if config["epochs"] < 1:

@@ -54,7 +54,7 @@ SYNTHETIC_DEFAULT = {
     # Adam: on this corpus SGD at AWD-LSTM's rate 30 plateaus for ~18 epochs
     # (1.8x the oracle after 8), while Adam 0.005 reaches ~1.25x in 16 epochs
     # (benchmarks/synthetic_calibration.py). Fixed-length BPTT: one compiled
-    # step on JAX.
+    # train step on JAX (the short last batch padded: `default_length_bucket`).
     "overrides": {
         "embedding_size": 128,
         "hidden_size": 128,
@@ -83,12 +83,17 @@ DEFAULT_PRESET = "awd-lstm-cpu"
 DEFAULT_LENGTH_BUCKET = 8
 
 
-def default_length_bucket():
-    """`DEFAULT_LENGTH_BUCKET` on JAX without a GPU, else None.
+def default_length_bucket(preset):
+    """What `train` pads `preset`'s training batches to a multiple of on
+    JAX without a GPU (None elsewhere, and None means no padding).
 
-    JAX compiles the train step once per batch shape, so AWD-LSTM's ~90
-    lengths cost ~90 compilations; padded to multiples of 8 they take 12
-    (docs/benchmarks.md). On a CPU JAX has no fused LSTM, so the mask that
+    JAX compiles the train step once per batch shape. Variable lengths:
+    `DEFAULT_LENGTH_BUCKET`, as AWD-LSTM's ~90 lengths would cost ~90
+    compilations, padded to multiples of 8 they take 12. Fixed length:
+    `preset.bptt`, as every batch is `bptt` long except the last, whose
+    own length would cost a compilation of its own; padded, it reuses the
+    step (one padded batch an epoch against a compilation:
+    docs/benchmarks.md). On a CPU JAX has no fused LSTM, so the mask that
     padding needs costs nothing there; on a GPU the mask keeps Keras's LSTM
     off cuDNN, and TensorFlow and torch do not compile per shape at all.
     """
@@ -98,7 +103,7 @@ def default_length_bucket():
 
     if any(device.platform != "cpu" for device in jax.devices()):
         return None
-    return DEFAULT_LENGTH_BUCKET
+    return DEFAULT_LENGTH_BUCKET if preset.variable_bptt else preset.bptt
 
 
 def resolve_preset(config):
