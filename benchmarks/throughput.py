@@ -15,8 +15,9 @@ on than the variant before it:
     tied               + tied softmax, embedding(h, reverse=True) instead of
                          Dense (with an output bias, as the Dense has)
 
-`keras_lstm` is `plain` with `keras.layers.LSTM` (the same kernel except on
-torch off CUDA, where Keras's LSTM loops in Python and ours does not).
+`keras_lstm` is `plain` with `keras.layers.LSTM` (the same kernel except off
+GPUs, where Keras's LSTM runs its generic loop and ours PyTorch's kernel on
+torch, its own scan on JAX and its own loop on TensorFlow).
 The training-side variants run on the `plain` model: `gradient_noise`
 (`GradientNoise` around the same SGD), `gradient_noise_per_variable` (its
 first noise: one `keras.random.normal` per variable), `asgd_off`/`asgd_averaging` (ASGD before
@@ -84,8 +85,8 @@ CLIPNORM = 0.25  # AWD-LSTM clips the global gradient norm at 0.25
 
 def _lstm(units):
     # keras_rnnreg's LSTM without weight drop, so that every variant runs the
-    # same recurrent kernel: on torch off CUDA ours is PyTorch's native LSTM
-    # and keras.layers.LSTM a Python loop (the `keras_lstm` variant).
+    # same recurrent kernel: off GPUs ours is not Keras's generic loop
+    # (keras.layers.LSTM, the `keras_lstm` variant).
     return WeightDropLSTM(units, weight_dropout=0.0, return_sequences=True)
 
 

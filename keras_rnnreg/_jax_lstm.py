@@ -28,6 +28,61 @@ from keras_rnnreg._fused_rnn import _FLOATS, keras_would_fuse
 from keras_rnnreg.layers._projection import project_tokens
 
 
+def forward_step(carry, inputs, recurrent_kernel, zero_output, noise_mode):
+    """One LSTM step of the scan, in `keras.ops` (JAX and TensorFlow share
+    it): carry (h, c), inputs (projected x_t W + b, mask, noise) ->
+    (new carry, (output, gates [i, f, g, o], h, c)); the last three are
+    what the backward step needs."""
+    h, c = carry
+    p, m, e = inputs
+    z = p + ops.matmul(h, recurrent_kernel)
+    z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+    i, f, o = ops.sigmoid(z_i), ops.sigmoid(z_f), ops.sigmoid(z_o)
+    g = ops.tanh(z_c)
+    c_new = f * c + i * g
+    h_new = o * ops.tanh(c_new)
+    if e is not None:
+        h_new = h_new * e if noise_mode == "multiplicative" else h_new + e
+    if m is None:
+        out, h_next, c_next = h_new, h_new, c_new
+    else:
+        kept = m > 0
+        h_next = ops.where(kept, h_new, h)
+        c_next = ops.where(kept, c_new, c)
+        out = ops.where(kept, h_new, 0.0) if zero_output else h_next
+    return (h_next, c_next), (out, ops.concatenate([i, f, g, o], axis=-1), h, c)
+
+
+def backward_step(carry, inputs, transposed_kernel, zero_output, noise_mode):
+    """The gradient of `forward_step`, backwards: carry (dL/dh, dL/dc) of
+    the states the step passed on, inputs (dL/d output, gates, h, c, mask,
+    noise) -> (the gradients of the states it received, dL/dz)."""
+    d_h, d_c = carry
+    d_out, gates_t, h_t, c_t, m, e = inputs
+    i, f, g, o = ops.split(gates_t, 4, axis=-1)
+    tanh_c = ops.tanh(f * c_t + i * g)
+    if m is None:
+        d_h_new, d_c_new, d_h_kept, d_c_kept = d_h + d_out, d_c, 0.0, 0.0
+    else:
+        # A masked step passes the incoming state gradients through.
+        kept = m > 0
+        d_h_all = d_h + d_out
+        d_h_new = ops.where(kept, d_h_all, 0.0)
+        d_h_kept = ops.where(kept, 0.0, d_h if zero_output else d_h_all)
+        d_c_new = ops.where(kept, d_c, 0.0)
+        d_c_kept = ops.where(kept, 0.0, d_c)
+    if e is not None and noise_mode == "multiplicative":
+        d_h_new = d_h_new * e  # the gradient of o ⊙ tanh(c) before the noise
+    d_cell = d_c_new + d_h_new * o * (1.0 - tanh_c * tanh_c)
+    d_z = ops.concatenate([
+        d_cell * g * i * (1.0 - i),
+        d_cell * c_t * f * (1.0 - f),
+        d_cell * i * (1.0 - g * g),
+        d_h_new * tanh_c * o * (1.0 - o),
+    ], axis=-1)
+    return (ops.matmul(d_z, transposed_kernel) + d_h_kept, d_cell * f + d_c_kept), d_z
+
+
 @functools.cache
 def _scan_lstm():
     """`lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output,
@@ -42,24 +97,7 @@ def _scan_lstm():
 
     def forward(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
         def step(carry, inputs):
-            h, c = carry
-            p, m, e = inputs
-            z = p + h @ recurrent_kernel
-            z_i, z_f, z_c, z_o = jnp.split(z, 4, axis=-1)
-            i, f, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jax.nn.sigmoid(z_o)
-            g = jnp.tanh(z_c)
-            c_new = f * c + i * g
-            h_new = o * jnp.tanh(c_new)
-            if e is not None:
-                h_new = h_new * e if noise_mode == "multiplicative" else h_new + e
-            if m is None:
-                out, h_next, c_next = h_new, h_new, c_new
-            else:
-                kept = m > 0
-                h_next = jnp.where(kept, h_new, h)
-                c_next = jnp.where(kept, c_new, c)
-                out = jnp.where(kept, h_new, 0.0) if zero_output else h_next
-            return (h_next, c_next), (out, jnp.concatenate([i, f, g, o], axis=-1), h, c)
+            return forward_step(carry, inputs, recurrent_kernel, zero_output, noise_mode)
 
         (h, c), (outputs, gates, h_prev, c_prev) = jax.lax.scan(
             step, (h0, c0), (projected, mask, noise)
@@ -78,30 +116,7 @@ def _scan_lstm():
         transposed = recurrent_kernel.T
 
         def step(carry, inputs):
-            d_h, d_c = carry  # gradients of the states this step passed on
-            d_out, gates_t, h_t, c_t, m, e = inputs
-            i, f, g, o = jnp.split(gates_t, 4, axis=-1)
-            tanh_c = jnp.tanh(f * c_t + i * g)
-            if m is None:
-                d_h_new, d_c_new, d_h_kept, d_c_kept = d_h + d_out, d_c, 0.0, 0.0
-            else:
-                # A masked step passes the incoming state gradients through.
-                kept = m > 0
-                d_h_all = d_h + d_out
-                d_h_new = jnp.where(kept, d_h_all, 0.0)
-                d_h_kept = jnp.where(kept, 0.0, d_h if zero_output else d_h_all)
-                d_c_new = jnp.where(kept, d_c, 0.0)
-                d_c_kept = jnp.where(kept, 0.0, d_c)
-            if e is not None and noise_mode == "multiplicative":
-                d_h_new = d_h_new * e  # the gradient of o ⊙ tanh(c) before the noise
-            d_cell = d_c_new + d_h_new * o * (1.0 - tanh_c * tanh_c)
-            d_z = jnp.concatenate([
-                d_cell * g * i * (1.0 - i),
-                d_cell * c_t * f * (1.0 - f),
-                d_cell * i * (1.0 - g * g),
-                d_h_new * tanh_c * o * (1.0 - o),
-            ], axis=-1)
-            return (d_z @ transposed + d_h_kept, d_cell * f + d_c_kept), d_z
+            return backward_step(carry, inputs, transposed, zero_output, noise_mode)
 
         (d_h0, d_c0), d_z = jax.lax.scan(
             step, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask, noise), reverse=True

@@ -84,6 +84,23 @@ def spy_on_jax_scan(monkeypatch):
     return calls
 
 
+def spy_on_tf_loop(monkeypatch):
+    """The recurrent kernels our TensorFlow LSTM loop (`_tf_lstm`)
+    receives: on TensorFlow without a GPU every call that Keras would have
+    sent to cuDNN."""
+    from keras_rnnreg import _tf_lstm
+
+    calls = []
+    loop = _tf_lstm._lstm
+
+    def spy(projected, recurrent_kernel, *args):
+        calls.append(to_numpy(recurrent_kernel))
+        return loop(projected, recurrent_kernel, *args)
+
+    monkeypatch.setattr(_tf_lstm, "_lstm", spy)
+    return calls
+
+
 def jax_off_gpu():
     if keras.backend.backend() != "jax":
         return False
@@ -92,12 +109,28 @@ def jax_off_gpu():
     return jax.default_backend() != "gpu"
 
 
+def tf_off_gpu():
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return not tf.config.list_logical_devices("GPU")
+
+
+def own_loop_off_gpu():
+    """Where `WeightDropLSTM` runs our own LSTM loop (JAX or TensorFlow
+    without a GPU) instead of Keras's."""
+    return jax_off_gpu() or tf_off_gpu()
+
+
 @pytest.fixture
 def spy_lstm(monkeypatch):
     if keras.backend.backend() == "torch":
         return spy_on_torch_kernel(monkeypatch, "lstm")
     if jax_off_gpu():
         return spy_on_jax_scan(monkeypatch)
+    if tf_off_gpu():
+        return spy_on_tf_loop(monkeypatch)
     return spy_on_backend(monkeypatch, "lstm")
 
 
@@ -146,11 +179,11 @@ def test_inference_equals_keras_lstm_with_same_weights():
     reference.build(X.shape)
     reference.set_weights(layer.get_weights())
     # Bit-exact where both run one kernel; on torch off CUDA ours runs
-    # PyTorch's LSTM kernel and Keras's LSTM its Python loop, on JAX off
-    # GPUs ours its own scan (float32 sums in another order).
+    # PyTorch's LSTM kernel and Keras's LSTM its Python loop, on JAX and
+    # TensorFlow off GPUs ours its own loop (float32 sums in another order).
     check = (
         np.testing.assert_array_equal
-        if keras.backend.backend() != "torch" and not jax_off_gpu()
+        if keras.backend.backend() != "torch" and not own_loop_off_gpu()
         else lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     )
     check(to_numpy(layer(X)), to_numpy(reference(X)))
@@ -483,7 +516,7 @@ def test_masked_lstm_trains_as_the_generic_loop(options, mask):
     _assert_twins_trained_alike(*_trained_twins(options, mask=MASKS[mask]))
 
 
-def test_jax_runs_its_own_lstm_scan_where_keras_would_loop(spy_lstm):
+def test_jax_and_tf_run_their_own_lstm_loop_where_keras_would_loop(spy_lstm):
     layer = WeightDropLSTM(5, weight_dropout=0.5, seed=9)
     layer(X, training=True)
     layer(X, mask=MASKS["holes"], training=True)  # masks too
@@ -491,10 +524,10 @@ def test_jax_runs_its_own_lstm_scan_where_keras_would_loop(spy_lstm):
     WeightDropLSTM(5, recurrent_dropout=0.2)(X, training=True)
     WeightDropLSTM(5, unroll=True)(X, training=True)
     WeightDropLSTM(5, dtype="mixed_bfloat16")(X, training=True)
-    if jax_off_gpu():
+    if own_loop_off_gpu():
         assert len(spy_lstm) == 2
     else:
-        assert not layer._native_jax_applies()
+        assert not layer._native_jax_applies() and not layer._native_tf_applies()
 
 
 def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):

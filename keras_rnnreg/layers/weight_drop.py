@@ -9,6 +9,7 @@ from keras_rnnreg._validation import check_rate, check_seed
 from keras_rnnreg._stateful import CarriedStates
 from keras_rnnreg._fused_rnn import NativeTorchGRU, NativeTorchLSTM, keras_would_fuse
 from keras_rnnreg._jax_lstm import NativeJaxLSTM
+from keras_rnnreg._tf_lstm import NativeTfLSTM
 
 # Seeds the weight mask's generator apart from the cell's input-dropout
 # generator: two keras SeedGenerators with one seed yield the same random
@@ -249,7 +250,8 @@ class _RecurrentKernelDropConnect:
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")
 class WeightDropLSTM(
-    _RecurrentKernelDropConnect, CarriedStates, NativeTorchLSTM, NativeJaxLSTM, keras.layers.LSTM
+    _RecurrentKernelDropConnect, CarriedStates, NativeTorchLSTM, NativeJaxLSTM, NativeTfLSTM,
+    keras.layers.LSTM,
 ):
     """The weight-dropped LSTM of AWD-LSTM: DropConnect on hidden-to-hidden weights.
 
