@@ -10,7 +10,8 @@ float32 inputs and an MSE loss, trained by `train_on_batch` with SGD:
     own         use_cudnn="auto": the path above
     keras_loop  use_cudnn=False: Keras's generic cell loop
 
-interleaved, medians of `--repeats` x `--steps` steps, the ratio printed.
+interleaved, medians of `--repeats` x `--batches` steps (tokens/s), the
+ratio printed.
 
     KERAS_BACKEND=tensorflow taskset -c 1 python benchmarks/lstm_layer.py --threads 1
 """
@@ -18,15 +19,14 @@ interleaved, medians of `--repeats` x `--steps` steps, the ratio printed.
 import argparse
 import datetime
 import os
-import statistics
 import sys
-import time
 
 import keras
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import throughput  # noqa: E402
+from _interleaved import print_medians, set_threads, time_interleaved  # noqa: E402
 
 from keras_rnnreg import WeightDropLSTM  # noqa: E402
 
@@ -50,42 +50,28 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batches", type=int, default=3, help="timed steps per repeat")
     parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads for torch and TensorFlow (as throughput.py)")
+                        help="intra-op threads for torch and TensorFlow")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 repeats of 1 step")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.batches = 2, 1
+    set_threads(args.threads)
     backend = keras.backend.backend()
-    threads = throughput.configure_threads(backend, args.threads)
     print(f"date:     {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"command:  KERAS_BACKEND={backend} {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"backend:  {backend} {throughput.backend_version()} ({throughput.accelerator_description()})")
-    print(f"machine:  {throughput.machine_description()}; {threads}")
-    print(f"load:     {throughput.load_average()} at the start")
+    print(f"machine:  {throughput.machine_description()}; threads {args.threads or 'default'}")
     print(f"layer:    batch {args.batch}, {args.steps} steps, {args.features} -> {args.units}")
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.batch, args.steps, args.features)).astype("float32")
-    y = rng.standard_normal((args.batch, args.steps, args.units)).astype("float32")
-    models = {name: build(use_cudnn, args.batch, args.steps, args.features, args.units)
-              for name, use_cudnn in (("own", "auto"), ("keras_loop", False))}
-    for model in models.values():
-        for _ in range(2):
-            model.train_on_batch(x, y)  # trace and compile
-    times = {name: [] for name in models}
-    for _ in range(args.repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(args.batches):
-                model.train_on_batch(x, y)
-            times[name].append((time.perf_counter() - start) / args.batches)
-    print(f"load:     {throughput.load_average()} at the end\n")
-    median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    print("| variant | median ms per step | min - max | keras_loop / variant |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, t in times.items():
-        print(f"| {name} | {median[name]:.1f} | {min(t) * 1e3:.1f} - {max(t) * 1e3:.1f} "
-              f"| {median['keras_loop'] / median[name]:.2f} |")
+    x = [rng.standard_normal((args.batch, args.steps, args.features)).astype("float32")]
+    y = [rng.standard_normal((args.batch, args.steps, args.units)).astype("float32")]
+    sizes = (args.batch, args.steps, args.features, args.units)
+    builders = {"own": lambda: build("auto", *sizes), "keras_loop": lambda: build(False, *sizes)}
+    rates = time_interleaved(builders, x, y, args.batch * args.steps, args.repeats,
+                             args.batches, warmup=2)
+    median = print_medians(backend, rates)
+    print(f"\nown / keras_loop (tokens/s): {median['own'] / median['keras_loop']:.3f}")
 
 
 if __name__ == "__main__":

@@ -193,12 +193,18 @@ class NativeJaxLSTM:
         )
 
     def _native_jax_call(self, sequences, initial_state, mask, training):
-        cell = self.cell
-        dtype = self.compute_dtype
-        x = ops.cast(sequences, dtype)
-        if training and cell.dropout:
-            x = x * ops.expand_dims(cell.get_dropout_mask(x[:, 0, :]), axis=1)
-        return lstm_scan(
-            x, *(ops.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)),
-            initial_state, mask, self.go_backwards, self.zero_output_for_mask,
-        )
+        return lstm_scan(*loop_arguments(self, sequences, initial_state, mask, training))
+
+
+def loop_arguments(layer, sequences, initial_state, mask, training):
+    """The arguments of `lstm_scan` (and `_tf_lstm.lstm_loop`) for an
+    LSTM layer's `inner_loop` call: inputs in the compute dtype with the
+    cell's input dropout (one mask for all steps, as Keras's), its
+    weights, and the layer's options."""
+    cell = layer.cell
+    dtype = layer.compute_dtype
+    x = ops.cast(sequences, dtype)
+    if training and cell.dropout:
+        x = x * ops.expand_dims(cell.get_dropout_mask(x[:, 0, :]), axis=1)
+    weights = (ops.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    return (x, *weights, initial_state, mask, layer.go_backwards, layer.zero_output_for_mask)

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from keras_rnnreg._fused_rnn import _FLOATS, keras_would_fuse
-from keras_rnnreg._jax_lstm import backward_step, forward_step
+from keras_rnnreg._jax_lstm import backward_step, forward_step, loop_arguments
 from keras_rnnreg.layers._projection import project_tokens
 
 
@@ -118,15 +118,7 @@ class NativeTfLSTM:
         if keras.tree.is_nested(mask):
             mask = mask[0]
         if self._native_tf_applies():
-            cell = self.cell
-            dtype = self.compute_dtype
-            x = ops.cast(sequences, dtype)
-            if training and cell.dropout:
-                x = x * ops.expand_dims(cell.get_dropout_mask(x[:, 0, :]), axis=1)
-            return lstm_loop(
-                x, *(ops.cast(w, dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)),
-                initial_state, mask, self.go_backwards, self.zero_output_for_mask,
-            )
+            return lstm_loop(*loop_arguments(self, sequences, initial_state, mask, training))
         return super().inner_loop(sequences, initial_state, mask=mask, training=training)
 
     def _native_tf_applies(self):
