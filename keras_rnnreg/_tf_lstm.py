@@ -42,9 +42,10 @@ def _scan(step, carry, xs, num_outputs, dtype, reverse=False):
     return carry, tuple(array.stack() for array in arrays)
 
 
-def _lstm(projected, recurrent_kernel, h0, c0, mask, zero_output):
+def _lstm(projected, recurrent_kernel, h0, c0, mask, zero_output, noise=None, noise_mode=None):
     """(outputs, h, c) of the time-major `projected`, with the hand-written
-    gradient; `mask` a float (time, batch, 1) tensor of 0/1 or None."""
+    gradient; `mask` a float (time, batch, 1) tensor of 0/1 or None, `noise`
+    None or Noisin's ε (time, batch, units), a draw that gets no gradient."""
     import tensorflow as tf
 
     dtype = projected.dtype
@@ -52,10 +53,10 @@ def _lstm(projected, recurrent_kernel, h0, c0, mask, zero_output):
     @tf.custom_gradient
     def lstm(projected, recurrent_kernel, h0, c0):
         def step(carry, inputs):
-            return forward_step(carry, (*inputs, None), recurrent_kernel, zero_output, None)
+            return forward_step(carry, inputs, recurrent_kernel, zero_output, noise_mode)
 
         (h, c), (outputs, gates, h_prev, c_prev) = _scan(
-            step, (h0, c0), (projected, mask), 4, dtype
+            step, (h0, c0), (projected, mask, noise), 4, dtype
         )
 
         def gradient(d_outputs, d_h, d_c):
@@ -67,11 +68,12 @@ def _lstm(projected, recurrent_kernel, h0, c0, mask, zero_output):
             transposed = tf.transpose(recurrent_kernel)
 
             def back(carry, inputs):
-                carry, d_z = backward_step(carry, (*inputs, None), transposed, zero_output, None)
+                carry, d_z = backward_step(carry, inputs, transposed, zero_output, noise_mode)
                 return carry, (d_z,)
 
             (d_h0, d_c0), (d_z,) = _scan(
-                back, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask), 1, dtype, reverse=True
+                back, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask, noise), 1, dtype,
+                reverse=True,
             )
             # The recurrent kernel's gradient for all steps in one matmul.
             d_kernel = tf.einsum("tbh,tbg->hg", h_prev, d_z)
@@ -83,20 +85,25 @@ def _lstm(projected, recurrent_kernel, h0, c0, mask, zero_output):
 
 
 def lstm_loop(inputs, kernel, recurrent_kernel, bias, initial_state, mask=None,
-              go_backwards=False, zero_output_for_mask=False):
+              go_backwards=False, zero_output_for_mask=False, noise=None, noise_mode=None):
     """An LSTM layer's loop on TensorFlow, as Keras's `RNN.inner_loop`
-    returns it; arguments as `_jax_lstm.lstm_scan`'s (without noise)."""
+    returns it; arguments as `_jax_lstm.lstm_scan`'s."""
     import tensorflow as tf
 
     dtype = inputs.dtype
     projected = project_tokens(tf.transpose(inputs, (1, 0, 2)), kernel, bias)
     if mask is not None:
         mask = tf.transpose(tf.cast(mask, dtype), (1, 0))[..., None]
+    if noise is not None:
+        noise = tf.transpose(noise, (1, 0, 2))
     if go_backwards:
-        projected = tf.reverse(projected, (0,))
-        mask = None if mask is None else tf.reverse(mask, (0,))
+        projected, mask, noise = (
+            None if t is None else tf.reverse(t, (0,)) for t in (projected, mask, noise)
+        )
     h0, c0 = (ops.cast(state, dtype) for state in initial_state[:2])
-    outputs, h, c = _lstm(projected, recurrent_kernel, h0, c0, mask, bool(zero_output_for_mask))
+    outputs, h, c = _lstm(
+        projected, recurrent_kernel, h0, c0, mask, bool(zero_output_for_mask), noise, noise_mode
+    )
     outputs = tf.transpose(outputs, (1, 0, 2))
     return outputs[:, -1], outputs, [h, c]
 

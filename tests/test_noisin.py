@@ -659,9 +659,10 @@ class _SubclassedLSTMCell(keras.layers.LSTMCell):
     ids=["masked", "unmasked", "backwards", "last-output"],
 )
 def test_the_lstm_loop_equals_the_cell_call_loop_in_outputs_states_and_gradients(mode, options):
-    # The fast loop is, unmasked on torch, its own torch loop; on JAX one
-    # scan with a hand-written backward pass (`_jax_lstm`), masked or not;
-    # otherwise Keras's loop with precomputed projections.
+    # The fast loop is, unmasked on torch, its own torch loop; on JAX and
+    # TensorFlow one loop with a hand-written backward pass (`_jax_lstm`,
+    # `_tf_lstm`), masked or not; otherwise Keras's loop with precomputed
+    # projections.
     options = dict(options)
     masked = options.pop("masked", False)
     options.setdefault("return_sequences", True)

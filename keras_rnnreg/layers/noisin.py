@@ -36,6 +36,7 @@ from keras import ops
 from keras import tree
 from keras_rnnreg._fused_rnn import _FLOATS, standard_activations
 from keras_rnnreg._jax_lstm import lstm_scan
+from keras_rnnreg._tf_lstm import lstm_loop
 from keras_rnnreg._keras_compat import DropoutRNNCell, backend_rnn
 from keras_rnnreg._stateful import CarriedStates
 from keras_rnnreg._validation import check_seed
@@ -497,8 +498,9 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
         layer call per step.
         """
         dtype = sequences.dtype
-        if self._jax_scan_applies(lstm, dtype, noise):
-            return lstm_scan(
+        if self._own_loop_applies(lstm, dtype, noise):
+            loop = lstm_scan if keras.backend.backend() == "jax" else lstm_loop
+            return loop(
                 sequences, ops.cast(lstm.kernel, dtype), ops.cast(lstm.recurrent_kernel, dtype),
                 ops.cast(lstm.bias, dtype) if lstm.use_bias else None, initial_state, mask,
                 self.go_backwards, self.zero_output_for_mask, noise, self.cell.mode,
@@ -528,13 +530,14 @@ class NoisinRNN(CarriedStates, keras.layers.RNN):
 
         return self._loop(step, packed, initial_state, mask, sequences.shape[1])
 
-    def _jax_scan_applies(self, lstm, dtype, noise):
-        """On JAX (every device: Noisin has no fused kernel to keep), the
-        loop as one scan with a hand-written backward pass (`lstm_scan`),
-        for tanh/sigmoid LSTMs in float32/float64 with noise of that dtype."""
+    def _own_loop_applies(self, lstm, dtype, noise):
+        """On JAX and TensorFlow (every device: Noisin has no fused kernel
+        to keep), the loop with a hand-written backward pass (`lstm_scan`,
+        `_tf_lstm.lstm_loop`), for tanh/sigmoid LSTMs in float32/float64
+        with noise of that dtype."""
         dtype = keras.backend.standardize_dtype(dtype)
         return (
-            keras.backend.backend() == "jax"
+            keras.backend.backend() in ("jax", "tensorflow")
             and not self.unroll
             and standard_activations(lstm.activation, lstm.recurrent_activation)
             and dtype in _FLOATS
