@@ -92,6 +92,8 @@ bench: venv
 	    | tee runs/bench/noise_draws-$$backend.txt || exit 1; \
 	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/output_projection.py --threads 1 $(BENCH_ARGS) \
 	    | tee runs/bench/output_projection-$$backend.txt || exit 1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python benchmarks/lstm_layer.py --threads 1 $(BENCH_ARGS) \
+	    | tee runs/bench/lstm_layer-$$backend.txt || exit 1; \
 	done; \
 	$(BIN)/python benchmarks/resume_compile.py $(BENCH_ARGS) \
 	  | tee runs/bench/resume_compile-jax.txt || exit 1; \
