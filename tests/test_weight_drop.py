@@ -608,3 +608,22 @@ def test_jax_gpu_masked_lstm_runs_cudnn_with_the_lengths_as_keras_loops(
     # the fused path ran in every training call (2 steps + the last call)
     # with right padding, never with a hole
     assert ran == (3 if padding == "right" else 0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="a TensorFlow SavedModel (model.export); runs in the tensorflow pass")
+def test_exported_savedmodel_serves_the_same_outputs(tmp_path):
+    # Our TensorFlow LSTM loop (a while loop with a custom gradient) inside
+    # an exported serving function, masks and Noisin's loop included.
+    import tensorflow as tf
+
+    from keras_rnnreg.layers import NoisinLSTM
+
+    inputs = keras.Input((9, 5))
+    hidden = keras.layers.Masking(0.0)(inputs)
+    hidden = WeightDropLSTM(6, weight_dropout=0.5, return_sequences=True)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3)(NoisinLSTM(4, return_sequences=True)(hidden)))
+    model.export(str(tmp_path / "served"))
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    masked = X * (MASKS["right-padded"][..., None])
+    np.testing.assert_allclose(served.serve(masked).numpy(), to_numpy(model(masked)), atol=1e-6)
