@@ -142,15 +142,18 @@ def _train(bucket, epochs=2):
     history = model.fit(train, validation_data=valid, epochs=epochs,
                         callbacks=preset.callbacks(train), verbose=0)
     states = [to_numpy(s) for layer in model.layers for s in (getattr(layer, "states", None) or [])]
-    return history.history, [to_numpy(w) for w in model.weights], states, train
+    return history.history, [to_numpy(w) for w in model.weights], states, (train, valid)
 
 
 def test_padded_training_is_the_unpadded_training():
     """Every AWD-LSTM regularizer, variable lengths: same losses, metrics,
-    AR/TAR terms, final weights and carried states."""
-    plain, plain_weights, plain_states, plain_train = _train(None)
-    padded, padded_weights, padded_states, padded_train = _train(4)
+    AR/TAR terms, final weights and carried states; and the same validation
+    metrics with the validation's short last batch padded to `bptt`."""
+    plain, plain_weights, plain_states, (plain_train, plain_valid) = _train(None)
+    padded, padded_weights, padded_states, (padded_train, padded_valid) = _train(4)
     assert all(x.shape[1] % 4 == 0 for x, _ in padded_train)
+    assert {x.shape[1] for x, _, _ in plain_valid} == {6, 5}
+    assert {x.shape[1] for x, _, _ in padded_valid} == {6}
     assert len({x.shape[1] for x, _ in plain_train}) > len({x.shape[1] for x, _ in padded_train})
     assert plain.keys() == padded.keys()
     for key in plain:

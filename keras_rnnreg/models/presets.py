@@ -125,9 +125,11 @@ class Preset:
             multiple of it (`BPTTSequence(pad_to_multiple=...)`) and makes
             the model mask the padding (`padding_id`, -1 unless the model
             arguments name one), so that JAX compiles one train step per
-            bucket rather than per length. Training is unchanged (same
-            lengths, masked steps count nowhere). None (the recipes') pads
-            nothing; `keras-rnnreg train` picks 8 on JAX without a GPU.
+            bucket rather than per length; evaluation batches are padded to
+            `bptt` (one evaluation step). Training and evaluation are
+            unchanged (same lengths, masked steps count nowhere). None (the
+            recipes') pads nothing; `keras-rnnreg train` picks 8 on JAX
+            without a GPU for variable lengths, `bptt` for fixed ones.
         epochs: The paper's (maximum) number of epochs.
         nonmono: NT-ASGD's n (AWD-LSTM Algorithm 1), None without it.
         finetune: Whether the recipe has AWD-LSTM's fine-tuning stage (a
@@ -294,17 +296,21 @@ class Preset:
         `length_bucket` if set. Evaluation (each of
         `evaluation_tokens`, e.g. the validation and test streams):
         fixed-length batches with `token_weights=True` (exact per-token
-        means) and the training batch size, which a stateful model needs.
+        means) and the training batch size, which a stateful model needs;
+        with `length_bucket` set, the short last batch padded to `bptt`.
         (AWD-LSTM's reference evaluates with batch sizes 10 and 1; copy the
         weights into a model built with another `batch_size` for that.)
 
         Returns:
             A tuple `(train, *evaluation)`.
         """
-        padding = {}
+        padding = evaluation_padding = {}
         if self.length_bucket is not None:  # the id the model masks
-            padding = {"pad_to_multiple": self.length_bucket,
-                       "padding_id": self.model_defaults()["padding_id"]}
+            padding_id = self.model_defaults()["padding_id"]
+            padding = {"pad_to_multiple": self.length_bucket, "padding_id": padding_id}
+            # Evaluation batches are `bptt` long but the last: padded to
+            # `bptt`, one shape (the masked steps count in no loss or metric).
+            evaluation_padding = {"pad_to_multiple": self.bptt, "padding_id": padding_id}
         train = BPTTSequence(
             train_tokens,
             self.batch_size,
@@ -315,7 +321,8 @@ class Preset:
         )
         evaluation = tuple(
             BPTTSequence(
-                tokens, self.batch_size, self.bptt, variable_length=False, token_weights=True
+                tokens, self.batch_size, self.bptt, variable_length=False, token_weights=True,
+                **evaluation_padding,
             )
             for tokens in evaluation_tokens
         )
