@@ -627,3 +627,21 @@ def test_exported_savedmodel_serves_the_same_outputs(tmp_path):
     served = tf.saved_model.load(str(tmp_path / "served"))
     masked = X * (MASKS["right-padded"][..., None])
     np.testing.assert_allclose(served.serve(masked).numpy(), to_numpy(model(masked)), atol=1e-6)
+
+
+def test_batches_of_varying_length_train_as_the_generic_loop():
+    # Variable-length BPTT: TensorFlow retraces the train step with an open
+    # time axis, which our TensorFlow loop reads at run time.
+    weights = []
+    for use_cudnn in ("auto", False):
+        keras.utils.set_random_seed(7)
+        inputs = keras.Input(batch_shape=(6, None, 5))
+        layer = WeightDropLSTM(6, weight_dropout=0.5, seed=8, use_cudnn=use_cudnn,
+                               return_sequences=True, stateful=True)
+        model = keras.Model(inputs, keras.layers.Dense(3)(layer(inputs)))
+        model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+        for length in (9, 5, 7, 4):
+            model.train_on_batch(X[:, :length], np.ones((6, length, 3), "float32"))
+        weights.append([to_numpy(w) for w in model.weights + layer.states])
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
