@@ -16,7 +16,8 @@ Same equations, gate order (i, f, c, o), masks (a masked step carries the
 states, and outputs the previous output or, with `zero_output_for_mask`,
 zeros), `go_backwards` (outputs in processing order) and input dropout
 (one mask for all steps) as Keras's loop; tests/test_weight_drop.py trains
-both side by side.
+both side by side. The step functions (`forward_step`, `backward_step`)
+are `keras.ops`, shared with the TensorFlow loop of `_tf_lstm`.
 """
 
 import functools

@@ -36,9 +36,9 @@ from keras import ops
 from keras import tree
 from keras_rnnreg._fused_rnn import _FLOATS, standard_activations
 from keras_rnnreg._jax_lstm import lstm_scan
-from keras_rnnreg._tf_lstm import lstm_loop
 from keras_rnnreg._keras_compat import DropoutRNNCell, backend_rnn
 from keras_rnnreg._stateful import CarriedStates
+from keras_rnnreg._tf_lstm import lstm_loop
 from keras_rnnreg._validation import check_seed
 from keras_rnnreg.noise import SHAPE_PARAMETERS, _check_noise, sample_noise
 
