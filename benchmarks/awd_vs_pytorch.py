@@ -12,6 +12,8 @@ variants, interleaved in one process:
                    locked dropout 0.4/0.3/0.4, AR 2 / TAR 1
     keras_plain    the same builder with every regularizer off (rates and
                    AR/TAR 0): the cost of the Keras model and training step
+    keras_awd_xla  keras_awd compiled with jit_compile=True (not run by
+                   default: Keras's "auto" uses XLA only on GPUs)
     pytorch_awd    benchmarks/reference_awd_lstm.py, the PyTorch AWD-LSTM the
                    reproductions compare against (nn.Embedding, torch's LSTM
                    kernel with a dropped W_hh, SGD, clip_grad_norm_), same
@@ -104,8 +106,8 @@ REGULARIZERS_OFF = {
 
 
 class KerasLM:
-    def __init__(self, preset, overrides, vocab):
-        self.model = preset.compile(preset.build(vocab, **overrides))
+    def __init__(self, preset, overrides, vocab, jit_compile="auto"):
+        self.model = preset.compile(preset.build(vocab, **overrides), jit_compile=jit_compile)
 
     def train_on_batch(self, x, y):
         return self.model.train_on_batch(x, y)
@@ -142,6 +144,7 @@ class PyTorchLM:
 BUILDERS = {
     "keras_awd": lambda preset, vocab: KerasLM(preset, {}, vocab),
     "keras_plain": lambda preset, vocab: KerasLM(preset, REGULARIZERS_OFF, vocab),
+    "keras_awd_xla": lambda preset, vocab: KerasLM(preset, {}, vocab, jit_compile=True),
     "pytorch_awd": lambda preset, vocab: PyTorchLM(preset, {}, vocab),
     "pytorch_plain": lambda preset, vocab: PyTorchLM(preset, REGULARIZERS_OFF, vocab),
 }
