@@ -147,21 +147,32 @@ def lstm_scan(inputs, kernel, recurrent_kernel, bias, initial_state, mask=None,
     Returns:
         `(last_output, outputs, [h, c])`, outputs in processing order.
     """
-    import jax.numpy as jnp
+    return time_major_loop(_scan_lstm(), inputs, kernel, recurrent_kernel, bias, initial_state,
+                           mask, go_backwards, zero_output_for_mask, noise, noise_mode)
 
+
+def time_major_loop(core, inputs, kernel, recurrent_kernel, bias, initial_state, mask,
+                    go_backwards, zero_output_for_mask, noise, noise_mode):
+    """`lstm_scan`'s work around the backend's `core(projected,
+    recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode)`: the
+    input projections of all steps in one matmul, time-major; the mask as a
+    float (time, batch, 1) array; reversed steps for `go_backwards`; and
+    Keras's `inner_loop` results back batch-major."""
     dtype = inputs.dtype
-    projected = project_tokens(jnp.swapaxes(inputs, 0, 1), kernel, bias)  # (time, batch, 4H)
+    projected = project_tokens(ops.swapaxes(inputs, 0, 1), kernel, bias)  # (time, batch, 4H)
     if mask is not None:
-        mask = jnp.swapaxes(jnp.asarray(mask, dtype), 0, 1)[..., None]
+        mask = ops.expand_dims(ops.swapaxes(ops.cast(mask, dtype), 0, 1), -1)
     if noise is not None:
-        noise = jnp.swapaxes(noise, 0, 1)
+        noise = ops.swapaxes(noise, 0, 1)
     if go_backwards:
-        projected, mask, noise = (None if t is None else t[::-1] for t in (projected, mask, noise))
+        projected, mask, noise = (
+            None if t is None else ops.flip(t, 0) for t in (projected, mask, noise)
+        )
     h0, c0 = (ops.cast(state, dtype) for state in initial_state[:2])
-    outputs, h, c = _scan_lstm()(
+    outputs, h, c = core(
         projected, recurrent_kernel, h0, c0, mask, noise, bool(zero_output_for_mask), noise_mode
     )
-    outputs = jnp.swapaxes(outputs, 0, 1)
+    outputs = ops.swapaxes(outputs, 0, 1)
     return outputs[:, -1], outputs, [h, c]
 
 

@@ -17,8 +17,7 @@ import keras
 from keras import ops
 
 from keras_rnnreg._fused_rnn import _FLOATS, keras_would_fuse
-from keras_rnnreg._jax_lstm import backward_step, forward_step, loop_arguments
-from keras_rnnreg.layers._projection import project_tokens
+from keras_rnnreg._jax_lstm import backward_step, forward_step, loop_arguments, time_major_loop
 
 
 def _scan(step, carry, xs, num_outputs, dtype, reverse=False):
@@ -42,7 +41,7 @@ def _scan(step, carry, xs, num_outputs, dtype, reverse=False):
     return carry, tuple(array.stack() for array in arrays)
 
 
-def _lstm(projected, recurrent_kernel, h0, c0, mask, zero_output, noise=None, noise_mode=None):
+def _lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
     """(outputs, h, c) of the time-major `projected`, with the hand-written
     gradient; `mask` a float (time, batch, 1) tensor of 0/1 or None, `noise`
     None or Noisin's ε (time, batch, units), a draw that gets no gradient."""
@@ -88,24 +87,8 @@ def lstm_loop(inputs, kernel, recurrent_kernel, bias, initial_state, mask=None,
               go_backwards=False, zero_output_for_mask=False, noise=None, noise_mode=None):
     """An LSTM layer's loop on TensorFlow, as Keras's `RNN.inner_loop`
     returns it; arguments as `_jax_lstm.lstm_scan`'s."""
-    import tensorflow as tf
-
-    dtype = inputs.dtype
-    projected = project_tokens(tf.transpose(inputs, (1, 0, 2)), kernel, bias)
-    if mask is not None:
-        mask = tf.transpose(tf.cast(mask, dtype), (1, 0))[..., None]
-    if noise is not None:
-        noise = tf.transpose(noise, (1, 0, 2))
-    if go_backwards:
-        projected, mask, noise = (
-            None if t is None else tf.reverse(t, (0,)) for t in (projected, mask, noise)
-        )
-    h0, c0 = (ops.cast(state, dtype) for state in initial_state[:2])
-    outputs, h, c = _lstm(
-        projected, recurrent_kernel, h0, c0, mask, bool(zero_output_for_mask), noise, noise_mode
-    )
-    outputs = tf.transpose(outputs, (1, 0, 2))
-    return outputs[:, -1], outputs, [h, c]
+    return time_major_loop(_lstm, inputs, kernel, recurrent_kernel, bias, initial_state, mask,
+                           go_backwards, zero_output_for_mask, noise, noise_mode)
 
 
 @functools.cache
