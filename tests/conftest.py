@@ -46,7 +46,10 @@ def _fresh_keras_state():
 
 
 def to_numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
+    # A copy, whatever the backend's convert_to_numpy does (a CPU torch
+    # tensor's .numpy() is a view): a "before" kept across an `assign` must
+    # not follow it.
+    return np.array(keras.ops.convert_to_numpy(x), copy=True)
 
 
 def sigmoid(x):

@@ -314,3 +314,81 @@ def test_rnn_states_set_aside_zeroes_then_restores():
         assert not to_numpy(lstm.states[0]).any()
         model(np.full((2, 3, 4), -1.0, "float32"))
     np.testing.assert_array_equal(to_numpy(lstm.states[0]), before)
+
+
+# -- reads kept across assignments --------------------------------------------
+# On TensorFlow and torch, reading a variable does not copy it: a value read
+# and then kept across an `assign` to the same variable changes with it. These
+# tests hold copies (`snapshot`) and check that what each operation sets aside
+# comes back.
+
+
+def snapshot(variables):
+    return [np.array(to_numpy(v), copy=True) for v in variables]
+
+
+def assert_same(actual, expected):
+    for a, b in zip(snapshot(actual), expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def averaging_model(steps=3):
+    """A model and an ASGD whose weights and average differ (w_k != w̄)."""
+    model = regression(ASGD(0.05))
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.start_averaging()
+    model.fit(X, Y, batch_size=8, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    weights, averages = snapshot(model.trainable_variables), snapshot(model.optimizer.averages)
+    assert all(np.abs(w - a).max() > 1e-4 for w, a in zip(weights, averages))
+    return model, weights, averages
+
+
+def test_swapping_twice_gives_back_the_weights_and_the_averages():
+    model, weights, averages = averaging_model()
+    model.optimizer.swap_average_weights()
+    assert_same(model.trainable_variables, averages)
+    assert_same(model.optimizer.averages, weights)
+    model.optimizer.swap_average_weights()
+    assert_same(model.trainable_variables, weights)
+    assert_same(model.optimizer.averages, averages)
+
+
+def test_start_averaging_and_assigning_the_average_keep_their_sources():
+    model, weights, averages = averaging_model()
+    model.optimizer.assign_average_to_variables()
+    assert_same(model.trainable_variables, averages)
+    assert_same(model.optimizer.averages, averages)
+    model.trainable_variables[0].assign(np.zeros((3, 2), "float32"))
+    assert_same(model.optimizer.averages, averages)  # no shared storage
+    model.optimizer.start_averaging()  # w̄ = w_T, a copy of it
+    model.trainable_variables[0].assign(np.ones((3, 2), "float32"))
+    np.testing.assert_array_equal(to_numpy(model.optimizer.averages[0]), 0.0)
+
+
+def _fit_averaging(validate, interval=None, epochs=3):
+    """`fit` with averaging running from the first step, with or without
+    NT-ASGD's validation on w̄; returns the training weights and averages."""
+    model = regression(ASGD(0.05))
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.start_averaging()
+    kwargs = {}
+    if validate and interval is None:
+        kwargs["validation_data"] = (X[:16], Y[:16])
+    nt = NTASGD(monitor="loss", nonmono=100, interval=interval, verbose=0, final_average=False,
+                validation_data=(X[:16], Y[:16]) if interval else None)
+    history = model.fit(X, Y, batch_size=8, epochs=epochs, verbose=0, shuffle=False,
+                        callbacks=[nt], **kwargs)
+    if validate and interval is None:
+        assert len(history.history["val_loss"]) == epochs
+    return snapshot(model.trainable_variables), snapshot(model.optimizer.averages)
+
+
+@pytest.mark.parametrize("interval", [None, 3], ids=["epoch_end", "every_3_batches"])
+def test_validating_with_the_average_leaves_training_unchanged(interval):
+    """AWD-LSTM Algorithm 1 validates w̄ and trains on w_k: a fit that
+    validates after the trigger has the same w_k and w̄ as one that does not."""
+    weights, averages = _fit_averaging(validate=True, interval=interval)
+    reference_weights, reference_averages = _fit_averaging(validate=False)
+    for actual, expected in zip(weights + averages, reference_weights + reference_averages):
+        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(weights[0], averages[0])

@@ -12,6 +12,10 @@ perplexity), plus a JSON record of the position (epochs done, batches done
 in the epoch under way) and the state of Keras callbacks that keep some
 (`ReduceLROnPlateau`'s best value and patience counter).
 
+A layer's seed generator decides its masks only when the layer has a seed:
+on torch, Keras's dropout without one draws from torch's global generator,
+which no checkpoint holds (`language_model` seeds every layer).
+
 Why not `keras.callbacks.BackupAndRestore` alone: it saves the weights, the
 optimizer and the epoch, but not the seed generators' states nor the
 callbacks' state, so a resumed run would draw other dropout masks and could
@@ -54,8 +58,12 @@ def _plateau_state(callbacks):
 
 
 def _values(variables, prefix):
+    # Copies: the values must not follow an assignment made before the file
+    # is written (the learning rate put back below). Keras 3.15's
+    # convert_to_numpy copies on every backend, but no release promises it
+    # (a CPU torch tensor's .numpy() is a view).
     return {
-        f"{prefix}{i}": np.asarray(keras.ops.convert_to_numpy(variable.value))
+        f"{prefix}{i}": np.array(keras.ops.convert_to_numpy(variable.value), copy=True)
         for i, variable in enumerate(variables)
     }
 

@@ -130,9 +130,15 @@ class ASGD(keras.optimizers.SGD):
         """Exchanges model weights and averages (its own inverse)."""
         self._require_built("swap_average_weights")
         for variable, average in zip(optimizer_trainable_variables(self), self._averages):
-            value = ops.convert_to_tensor(variable)
-            variable.assign(average)
-            average.assign(value)
+            # Copies both ways: reading a variable does not copy it on
+            # TensorFlow (the tf.Variable itself) nor torch (the tensor that
+            # `assign` overwrites in place), so without the first copy both
+            # would end up holding w̄; without the second, on JAX the two
+            # variables would share one buffer, which breaks the train step's
+            # buffer donation.
+            weights = ops.copy(variable)
+            variable.assign(ops.copy(average))
+            average.assign(weights)
 
     def update_step(self, gradient, variable, learning_rate):
         if keras.backend.backend() == "torch" and self.momentum == 0:
