@@ -91,7 +91,7 @@ def build_parser():
         data.add_argument(f"--{split}-file", help=f"--data-dir's {split} file name")
     data.add_argument("--manual-dir", help="ptb/wikitext2: a directory holding the split files (offline)")
     data.add_argument("--tfds-dir", help="ptb/wikitext2: where TensorFlow Datasets keeps its data")
-    data.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic corpus")
+    data.add_argument("--synthetic-seed", type=int, help="seed of the synthetic corpus (default: 0)")
     model = train.add_argument_group("model and recipe")
     model.add_argument("--preset", help="a preset name (keras-rnnreg presets)")
     model.add_argument("--preset-file", help="a preset file written by `keras-rnnreg tune`")
@@ -161,7 +161,8 @@ def _dataset_spec(args):
                 "files": files if all(files) else None}
     name = args.dataset or "synthetic"
     if name == "synthetic":
-        return {"name": "synthetic", "seed": getattr(args, "synthetic_seed", 0)}
+        seed = getattr(args, "synthetic_seed", None)
+        return {"name": "synthetic", "seed": 0 if seed is None else seed}
     return {"name": name, "manual_dir": args.manual_dir and os.path.abspath(args.manual_dir),
             "tfds_dir": args.tfds_dir and os.path.abspath(args.tfds_dir)}
 
@@ -214,9 +215,12 @@ def cmd_train(args):
 
     from keras_rnnreg.app import training
     from keras_rnnreg.app.compile_cache import run_compilation_cache
+    from keras_rnnreg.app.checkpoint import checkpoint_position
     from keras_rnnreg.app.data import load_dataset
 
     dataset = None
+    if args.epochs is not None and args.epochs < 1:
+        raise CLIError(f"--epochs must be >= 1. Received: {args.epochs}")
     try:  # a bad value fails before any work
         training.parse_checkpoint_every(args.checkpoint_every)
     except ValueError as error:
@@ -224,18 +228,32 @@ def cmd_train(args):
     if args.resume:
         directory = args.resume
         config = training.read_config(directory)
-        given = [a for a in ("dataset", "data_dir", "preset", "preset_file", "seed", "output")
-                 if getattr(args, a, None)]
+        given = [a for a in ("dataset", "data_dir", "train_file", "valid_file", "test_file",
+                             "manual_dir", "tfds_dir", "synthetic_seed", "preset",
+                             "preset_file", "seed", "output")
+                 if getattr(args, a, None) is not None]
         given += [n for n in _override_names() if getattr(args, f"override_{n}") is not None]
         if given:
             raise CLIError("--resume continues the run's own configuration; drop "
                            + ", ".join("--" + g.replace("_", "-") for g in given)
                            + " (only --epochs may change).")
-        if args.epochs:
-            config["epochs"] = args.epochs
         if config.get("backend") and config["backend"] != keras.backend.backend():
             raise CLIError(f"The run in {directory!r} was trained on the {config['backend']} "
                            f"backend; resume it with --backend {config['backend']}.")
+        done, batches = checkpoint_position(directory)
+        if args.epochs is not None:
+            if args.epochs < done + (1 if batches else 0):
+                raise CLIError(f"--epochs {args.epochs} is fewer than the run in {directory!r} "
+                               f"has trained ({done} epochs"
+                               + (f" and {batches} batches" if batches else "") + ").")
+            config["epochs"] = args.epochs
+        if args.epochs in (None, done) and training.run_is_finished(directory, done, batches):
+            # Resuming must not overwrite the saved (averaged) model.
+            print(f"keras-rnnreg: the run in {directory} has finished its {done} epochs; "
+                  f"nothing to do (pass --epochs N with N > {done} to train on).")
+            return 0
+        # Before training: a resume of this resume continues to these epochs.
+        training.write_config(directory, config)
     else:
         config = _train_config(args)
         directory = args.output or os.path.join(
@@ -364,12 +382,14 @@ def _select_backend(argv):
     """Sets KERAS_BACKEND from --backend before Keras is imported; re-runs
     the command when Keras is already loaded with another backend (the
     package imports Keras, so `keras-rnnreg` has it loaded by now)."""
-    if "--backend" not in argv:
-        return
-    index = argv.index("--backend")
-    if index + 1 >= len(argv) or argv[index + 1] not in BACKENDS:
-        return  # argparse reports it
-    backend = argv[index + 1]
+    backend = None
+    for index, arg in enumerate(argv):  # `--backend X` or `--backend=X`; the last counts
+        if arg == "--backend":
+            backend = argv[index + 1] if index + 1 < len(argv) else None
+        elif arg.startswith("--backend="):
+            backend = arg.partition("=")[2]
+    if backend not in BACKENDS:
+        return  # no flag, or argparse reports it
     if os.environ.get("KERAS_BACKEND") == backend:
         return
     os.environ["KERAS_BACKEND"] = backend

@@ -212,8 +212,12 @@ def test_evaluate_equals_the_model_and_cache_on_the_whole_rows(stateful_model):
     rows = batchify(tokens, 2)  # 30 tokens a row, 29 predicted
     hidden, logits = stepper_outputs(stateful_model, rows)
     targets = rows[:, 1:]
-    # Left in the model's states: evaluation must hand them back.
+    # Left in the model's states: evaluation must hand them back. (Other
+    # tokens than `rows`, whose evaluation ends in the states that reading
+    # them in one call leaves.)
+    stateful_model(np.flip(rows, axis=1), training=False)
     before = [to_numpy(v) for v in stateful_model.get_layer("lstm_1").states]
+    assert np.abs(before[0]).max() > 0
 
     result = evaluate_with_cache(stateful_model, tokens, window=8, theta=2.0, lambd=0.3,
                                  bptt=7)

@@ -2,6 +2,7 @@
 current backend: train -> evaluate -> generate, exact resume after an
 interruption, and one clear line (no traceback) for each bad input."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -132,48 +133,45 @@ def test_wikitext2_through_tfds_from_a_manual_directory(corpus_dir, tmp_path, ca
     assert {f"epoch_{name.removeprefix('val_')}" for name in logged} <= tags, tags
 
 
-def test_resume_after_an_interruption_gives_the_uninterrupted_weights(
-        corpus_dir, tmp_path, capsys, monkeypatch):
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    # ReduceLROnPlateau and NT-ASGD's averaging keep state across epochs: the
-    # recipe has both, the first with patience 0 so that it acts here.
-    recipe = [*SMALL, "--schedule", "plateau", "--decay-factor", "4", "--nonmono", "1",
-              "--epochs", "3", "--seed", "5"]
-    assert run(["train", "--data-dir", corpus_dir, *recipe, "--output", whole], capsys)[0] == 0
-
-    original = training.EpochLine.on_train_batch_end
-
-    def interrupting(self, batch, logs=None):
-        if getattr(self, "_epoch", 0) == 1 and batch == 2:
-            raise KeyboardInterrupt
-        return original(self, batch, logs)
-
-    original_begin = training.EpochLine.on_epoch_begin
-
-    def begin(self, epoch, logs=None):
-        self._epoch = epoch
-        return original_begin(self, epoch, logs)
-
-    monkeypatch.setattr(training.EpochLine, "on_train_batch_end", interrupting)
-    monkeypatch.setattr(training.EpochLine, "on_epoch_begin", begin)
-    status, out, err = run(["train", "--data-dir", corpus_dir, *recipe, "--output", parts], capsys)
-    assert status == 130 and f"--resume {parts}" in err and "Traceback" not in err
-    monkeypatch.undo()
-    status, out, err = run(["train", "--resume", parts, "--quiet"], capsys)
-    assert status == 0, err
-    for a, b in zip(final_weights(whole), final_weights(parts)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    history = (parts / "history.csv").read_text().strip().splitlines()
-    assert history == (whole / "history.csv").read_text().strip().splitlines()[:1] + history[1:]
-    assert len(history) == 4
-
-
 # Variable-length BPTT (per-batch learning-rate scales) on a corpus of ~6
-# batches an epoch, with both callbacks that keep state across epochs.
+# batches an epoch, with both callbacks that keep state across epochs: the
+# plateau schedule (patience 0) decays the rate after the second epoch, and
+# NT-ASGD triggers at the end of epoch `TRIGGER_EPOCH` (0-based), so that
+# interruptions fall before and after it.
 MID_EPOCH = ["--preset", "awd-lstm-cpu", "--hidden-size", "16", "--embedding-size", "8",
              "--num-layers", "2", "--batch-size", "4", "--bptt", "10", "--variable-bptt", "true",
              "--schedule", "plateau", "--decay-factor", "4", "--nonmono", "1",
-             "--epochs", "3", "--seed", "3", "--quiet"]
+             "--seed", "3", "--quiet"]
+EPOCHS = 4
+TRIGGER_EPOCH = 2
+
+
+@contextlib.contextmanager
+def _trigger_at_epoch(epoch):
+    """NT-ASGD's criterion answers yes at the check of epoch `epoch`: when
+    `epoch` values are logged. A tiny model's validation values are too
+    close to one another for the real test to fire at a known epoch on every
+    backend (test_nt_asgd.py tests the criterion itself). The count comes
+    from the validation log the checkpoint holds, so a resume that lost the
+    log would trigger at another epoch."""
+    from keras_rnnreg.callbacks import NTASGD
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(NTASGD, "non_monotone", lambda self, value: len(self.history) == epoch)
+        yield
+
+
+@pytest.fixture
+def scheduled_trigger():
+    with _trigger_at_epoch(TRIGGER_EPOCH):
+        yield
+
+
+def history_rows(directory):
+    import csv
+
+    with open(directory / "history.csv", newline="") as file:
+        return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +182,15 @@ def short_corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted_run(short_corpus_dir, tmp_path_factory):
     directory = tmp_path_factory.mktemp("uninterrupted") / "run"
-    assert cli.main([str(a) for a in ["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
-                                      "--output", directory]]) == 0
+    with _trigger_at_epoch(TRIGGER_EPOCH):
+        assert cli.main([str(a) for a in ["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+                                          "--epochs", EPOCHS, "--output", directory]]) == 0
+    # The interruptions below fall before and after NT-ASGD's trigger, and
+    # the plateau schedule has acted before either.
+    starts = [float(row["averaging_start"]) for row in history_rows(directory)]
+    assert starts.index(max(starts)) == TRIGGER_EPOCH and max(starts) > 0, starts
+    rates = [float(row["learning_rate"]) for row in history_rows(directory)]
+    assert rates[TRIGGER_EPOCH] < rates[0], rates
     return directory
 
 
@@ -210,51 +215,76 @@ def _interrupt_at(monkeypatch, epoch, batch, action):
 def _assert_same_run(whole, parts):
     for a, b in zip(final_weights(whole), final_weights(parts), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    history = (parts / "history.csv").read_text().strip().splitlines()
-    expected = (whole / "history.csv").read_text().strip().splitlines()
-    assert len(history) == len(expected) == 4
-    for row, expected_row in zip(history, expected):  # same epochs, losses, learning rates
-        np.testing.assert_allclose(
-            [float(x) for x in row.split(",")] if row[0].isdigit() else 0,
-            [float(x) for x in expected_row.split(",")] if row[0].isdigit() else 0,
-            rtol=1e-5, atol=1e-6)
+    history, expected = history_rows(parts), history_rows(whole)
+    assert len(history) == len(expected) == EPOCHS
+    assert list(history[0]) == list(expected[0])  # the same columns
+    for row, expected_row in zip(history, expected):  # epochs, losses, rates, trigger
+        np.testing.assert_allclose([float(x) for x in row.values()],
+                                   [float(x) for x in expected_row.values()],
+                                   rtol=1e-5, atol=1e-6, err_msg=str(row))
+    whole_summary = json.loads((whole / "summary.json").read_text())
+    parts_summary = json.loads((parts / "summary.json").read_text())
+    for key in ("valid_perplexity", "test_perplexity"):
+        assert parts_summary[key] == pytest.approx(whole_summary[key], rel=1e-5)
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch_checkpoint(
+        short_corpus_dir, uninterrupted_run, scheduled_trigger, tmp_path, capsys, monkeypatch):
+    parts = tmp_path / "parts"
+
+    def kill():  # no checkpoint within epochs: the last is the trigger epoch's
+        raise KeyboardInterrupt
+
+    _interrupt_at(monkeypatch, epoch=TRIGGER_EPOCH + 1, batch=2, action=kill)
+    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH, "--epochs", EPOCHS,
+                          "--output", parts], capsys)
+    assert status == 130 and f"--resume {parts}" in err and "Traceback" not in err
+    monkeypatch.undo()
+    from keras_rnnreg.app.checkpoint import checkpoint_position
+
+    assert checkpoint_position(parts) == (TRIGGER_EPOCH + 1, 0)
+    status, out, err = run(["train", "--resume", parts], capsys)
+    assert status == 0, err
+    _assert_same_run(uninterrupted_run, parts)
 
 
 def test_a_killed_run_resumes_from_its_last_batch_checkpoint(
-        short_corpus_dir, uninterrupted_run, tmp_path, capsys, monkeypatch):
+        short_corpus_dir, uninterrupted_run, scheduled_trigger, tmp_path, capsys, monkeypatch):
     parts = tmp_path / "parts"
 
     def kill():  # what a killed process leaves: the checkpoint after batch 2
         raise KeyboardInterrupt
 
-    _interrupt_at(monkeypatch, epoch=1, batch=2, action=kill)
-    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+    # In the epoch after NT-ASGD's trigger: the checkpoint holds w_k and w̄.
+    _interrupt_at(monkeypatch, epoch=TRIGGER_EPOCH + 1, batch=2, action=kill)
+    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH, "--epochs", EPOCHS,
                           "--checkpoint-every", "2", "--output", parts], capsys)
     assert status == 130 and "Traceback" not in err, err
     monkeypatch.undo()
     from keras_rnnreg.app.checkpoint import read_checkpoint
 
     meta, _ = read_checkpoint(parts)
-    assert (meta["epochs_done"], meta["batches_done"]) == (1, 2)
+    assert (meta["epochs_done"], meta["batches_done"]) == (TRIGGER_EPOCH + 1, 2)
     status, out, err = run(["train", "--resume", parts], capsys)
     assert status == 0, err
-    assert "Resuming epoch 2 at batch 3" in out
+    assert f"Resuming epoch {TRIGGER_EPOCH + 2} at batch 3" in out
     _assert_same_run(uninterrupted_run, parts)
 
 
 def test_ctrl_c_saves_after_the_batch_and_resume_loses_nothing(
-        short_corpus_dir, uninterrupted_run, tmp_path, capsys, monkeypatch):
+        short_corpus_dir, uninterrupted_run, scheduled_trigger, tmp_path, capsys, monkeypatch):
     parts = tmp_path / "parts"
     # As in a terminal, whatever this test runs under (a background job
     # starts with SIGINT ignored, and the command then leaves it so).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    # A real SIGINT, as a Ctrl-C sends it, in the middle of epoch 2.
-    _interrupt_at(monkeypatch, epoch=1, batch=3,
+    # A real SIGINT, as a Ctrl-C sends it, in the middle of the epoch at
+    # whose end NT-ASGD triggers (after the resume).
+    _interrupt_at(monkeypatch, epoch=TRIGGER_EPOCH, batch=3,
                   action=lambda: os.kill(os.getpid(), signal.SIGINT))
-    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH, "--epochs", EPOCHS,
                           "--checkpoint-every", "0", "--output", parts], capsys)
     assert status == 130 and "Traceback" not in err
-    assert "stopped in epoch 2 after batch 4, checkpoint saved" in err
+    assert f"stopped in epoch {TRIGGER_EPOCH + 1} after batch 4, checkpoint saved" in err
     assert f"--resume {parts}" in err
     monkeypatch.undo()
     try:
@@ -263,8 +293,60 @@ def test_ctrl_c_saves_after_the_batch_and_resume_loses_nothing(
         signal.signal(signal.SIGINT, previous)
     status, out, err = run(["train", "--resume", parts, "--checkpoint-every", "0"], capsys)
     assert status == 0, err
-    assert "Resuming epoch 2 at batch 5" in out
+    assert f"Resuming epoch {TRIGGER_EPOCH + 1} at batch 5" in out
     _assert_same_run(uninterrupted_run, parts)
+
+
+def _files(directory):
+    return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
+
+
+def test_resuming_a_finished_run_changes_nothing(uninterrupted_run, tmp_path, capsys):
+    finished = tmp_path / "finished"
+    shutil.copytree(uninterrupted_run, finished)
+    before = _files(finished)
+    for argv in (["--resume", finished], ["--resume", finished, "--epochs", EPOCHS]):
+        status, out, err = run(["train", *argv, "--quiet"], capsys)
+        assert status == 0, err
+        assert f"has finished its {EPOCHS} epochs; nothing to do" in out
+    for epochs in (EPOCHS - 1, 0):
+        status, _, err = run(["train", "--resume", finished, "--epochs", epochs], capsys)
+        assert status == 2 and "Traceback" not in err, err
+        assert "--epochs" in err and str(epochs) in err
+        assert len(err.strip().splitlines()) == 1
+    assert _files(finished) == before  # the averaged model, the summary, the config
+
+
+def test_a_run_stopped_before_saving_its_model_saves_the_averaged_one(
+        uninterrupted_run, tmp_path, capsys):
+    # Killed after the last epoch's checkpoint, before model.keras was written:
+    # the checkpoint holds w_k and w̄, and the model to save is w̄.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(uninterrupted_run, stopped)
+    (stopped / training.MODEL_FILE).unlink()
+    (stopped / training.SUMMARY_FILE).unlink()
+    status, out, err = run(["train", "--resume", stopped, "--quiet"], capsys)
+    assert status == 0, err
+    for a, b in zip(final_weights(uninterrupted_run), final_weights(stopped), strict=True):
+        np.testing.assert_array_equal(a, b)
+    expected = json.loads((uninterrupted_run / "summary.json").read_text())
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["test_perplexity"] == pytest.approx(expected["test_perplexity"], rel=1e-6)
+
+
+def test_a_finished_run_trains_on_with_its_average(
+        short_corpus_dir, uninterrupted_run, scheduled_trigger, tmp_path, capsys):
+    # Finished after the trigger epoch, its model.keras holds w̄; asked for
+    # one more epoch, it goes on from w_k and w̄ as if never stopped.
+    shorter = tmp_path / "shorter"
+    status, _, err = run(["train", "--data-dir", short_corpus_dir, *MID_EPOCH,
+                          "--epochs", EPOCHS - 1, "--output", shorter], capsys)
+    assert status == 0, err
+    status, out, err = run(["train", "--resume", shorter, "--epochs", EPOCHS], capsys)
+    assert status == 0, err
+    _assert_same_run(uninterrupted_run, shorter)
+    config = json.loads((shorter / "config.json").read_text())
+    assert config["epochs"] == EPOCHS
 
 
 @pytest.mark.parametrize("value", ["-1", "ten", "5x", "0m"])

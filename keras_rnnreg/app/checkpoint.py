@@ -101,15 +101,27 @@ def save_checkpoint(model, directory, epochs_done, callbacks=(), extra=None,
     os.replace(temporary, path)
 
 
-def read_checkpoint(directory):
-    """`(meta, values)` of `directory`'s checkpoint; CheckpointError if none."""
+def _checkpoint_path(directory):
     path = os.path.join(directory, CHECKPOINT_FILE)
     if not os.path.isfile(path):
         raise CheckpointError(
             f"Nothing to resume in {directory!r}: no {CHECKPOINT_FILE} (a run "
             "writes it at the end of its first epoch)."
         )
-    with np.load(path) as data:
+    return path
+
+
+def checkpoint_position(directory):
+    """`(epochs_done, batches_done)` of `directory`'s checkpoint, without
+    reading its values; CheckpointError if none."""
+    with np.load(_checkpoint_path(directory)) as data:
+        meta = json.loads(str(data["meta"]))
+    return meta["epochs_done"], meta.get("batches_done", 0)
+
+
+def read_checkpoint(directory):
+    """`(meta, values)` of `directory`'s checkpoint; CheckpointError if none."""
+    with np.load(_checkpoint_path(directory)) as data:
         meta = json.loads(str(data["meta"]))
         values = [data[f"v{i}"] for i in range(meta["num_variables"])]
         meta["metrics_values"] = [

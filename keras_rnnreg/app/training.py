@@ -30,9 +30,11 @@ import keras
 
 from keras_rnnreg._stateful import reset_rnn_states
 from keras_rnnreg.callbacks import NTASGD
+from keras_rnnreg.callbacks.nt_asgd import find_asgd
 from keras_rnnreg.app.checkpoint import (
     CheckpointError,
     RunCheckpoint,
+    checkpoint_position,
     read_checkpoint,
     restore_variables,
 )
@@ -298,8 +300,11 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
             x, y, *weights = valid[0]
             model.test_on_batch(x, y, sample_weight=weights[0] if weights else None)
             print_fn(f"Resuming epoch {initial_epoch + 1} at batch {meta['batches_done'] + 1}.")
-        if initial_epoch >= epochs:
-            print_fn(f"Run already has {initial_epoch} epochs (--epochs {epochs}); evaluating.")
+        if initial_epoch > epochs or (initial_epoch == epochs and meta["batches_done"]):
+            raise CheckpointError(
+                f"The run in {directory!r} is past epoch {epochs}: its checkpoint "
+                f"holds {initial_epoch} epochs and {meta['batches_done']} batches."
+            )
     else:
         with open(os.path.join(directory, VOCAB_FILE), "w") as file:
             json.dump(list(corpus.vocab), file)
@@ -347,6 +352,12 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
     finally:
         if catch_interrupt:
             signal.signal(signal.SIGINT, previous)
+    if initial_epoch >= epochs:
+        # A run stopped after its last epoch's checkpoint but before its
+        # model was saved: no fit ran, so do what NT-ASGD does when fit ends.
+        asgd = find_asgd(model.optimizer)
+        if asgd is not None and asgd.averaging and any(c.final_average for c in averaging):
+            asgd.assign_average_to_variables()
     valid_perplexity = evaluate_perplexity(model, valid)
     test_perplexity = evaluate_perplexity(model, test)
     model.save(os.path.join(directory, MODEL_FILE))
@@ -355,6 +366,8 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
         "dataset": config["dataset"]["name"],
         "preset": preset.name,
         "epochs": epochs,
+        # Fewer than `epochs` where a callback stopped training early.
+        "epochs_trained": checkpoint_position(directory)[0],
         "valid_perplexity": valid_perplexity,
         "test_perplexity": test_perplexity,
         "oracle_test_perplexity": oracle_perplexity,
@@ -383,6 +396,21 @@ def summary_line(summary):
         parts.append(f"{summary['tokens_per_second']:,.0f} tokens/s")
     parts.append(f"wall {_duration(summary['wall_seconds'])}")
     return f"{summary['preset']} on {summary['dataset']}: " + ", ".join(parts)
+
+
+def run_is_finished(directory, epochs_done, batches_done):
+    """Whether `directory` holds the saved model and summary of the training
+    its checkpoint, at (`epochs_done`, `batches_done`), ends: then there is
+    nothing to resume (a run killed after its last checkpoint but before its
+    model was saved is not finished)."""
+    if batches_done or not os.path.isfile(os.path.join(directory, MODEL_FILE)):
+        return False
+    try:
+        with open(os.path.join(directory, SUMMARY_FILE)) as file:
+            summary = json.load(file)
+    except (OSError, ValueError):
+        return False
+    return summary.get("epochs_trained", summary.get("epochs")) == epochs_done
 
 
 def read_config(directory):
