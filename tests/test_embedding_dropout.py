@@ -75,24 +75,111 @@ def test_reverse_uses_the_undropped_matrix():
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_tied_embedding_has_one_matrix_and_gradients_from_both_uses():
+class ReferenceLookup(keras.layers.Layer):
+    """Keras's own lookup E[x] times a fixed per-word scale, from a matrix
+    that is a trainable variable or a constant copy."""
+
+    def __init__(self, matrix, scale, trainable):
+        super().__init__()
+        self.matrix = self.add_weight(shape=matrix.shape, initializer="zeros",
+                                      trainable=trainable)
+        self.matrix.assign(matrix)
+        self.scale = np.asarray(scale, "float32")
+
+    def call(self, ids):
+        vectors = keras.ops.take(self.matrix, ids, axis=0)
+        return vectors * keras.ops.expand_dims(keras.ops.take(self.scale, ids, axis=0), -1)
+
+
+class ReferenceDecoder(keras.layers.Layer):
+    """h E^T with E a trainable variable or a constant copy."""
+
+    def __init__(self, matrix, trainable):
+        super().__init__()
+        self.matrix = self.add_weight(shape=matrix.shape, initializer="zeros",
+                                      trainable=trainable)
+        self.matrix.assign(matrix)
+
+    def call(self, h):
+        return keras.ops.matmul(h, keras.ops.transpose(self.matrix))
+
+
+TIED_VOCAB, TIED_DIM = 30, 6
+TIED_IDS = np.array([[1, 2, 3, 2], [7, 1, 9, 3]])
+TIED_TARGETS = np.array([[4, 5, 6, 0], [2, 8, 1, 11]])
+
+
+def one_sgd_step_gradients(lookup, decoder, hidden_weights, matrices):
+    """Gradients of the loss of ids -> lookup -> Dense(tanh) -> decoder,
+    one per variable of `matrices` (a list of the layers' matrix variables),
+    read off one SGD step at rate 1: before - after."""
     tokens = keras.Input((None,), dtype="int32")
-    embedding = TiedEmbedding(30, 6)
-    h = keras.layers.LSTM(6, return_sequences=True)(embedding(tokens))
-    model = keras.Model(tokens, embedding(h, reverse=True))
-    assert [w.path for w in model.trainable_weights].count(embedding.embeddings.path) == 1
-    assert not any("dense" in w.path for w in model.trainable_weights)
+    hidden = keras.layers.Dense(TIED_DIM, activation="tanh")
+    model = keras.Model(tokens, decoder(hidden(lookup(tokens))))
+    hidden.set_weights(hidden_weights)
     model.compile(
         keras.optimizers.SGD(1.0),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    before = to_numpy(embedding.embeddings).copy()
-    ids = np.array([[1, 2, 3]])
-    model.train_on_batch(ids, np.array([[4, 5, 6]]))
-    changed = np.any(before != to_numpy(embedding.embeddings), axis=-1)
-    # rows 1-3 are looked up, rows 4-6 are targets; with tying, the softmax
-    # gradient reaches every row (all logits enter the softmax)
-    assert changed.all()
+    before = [np.array(to_numpy(m), copy=True) for m in matrices]
+    model.train_on_batch(TIED_IDS, TIED_TARGETS)
+    return [b - np.array(to_numpy(m), copy=True) for b, m in zip(before, matrices)]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5], ids=["tied", "embedding-dropout"])
+def test_tied_embedding_has_one_matrix_and_gradients_from_both_uses(rate):
+    def tied_layer():
+        return (TiedEmbedding(TIED_VOCAB, TIED_DIM) if rate == 0
+                else EmbeddingDropout(TIED_VOCAB, TIED_DIM, rate=rate, seed=5))
+
+    tied = tied_layer()
+    tokens = keras.Input((None,), dtype="int32")
+    h = keras.layers.LSTM(TIED_DIM, return_sequences=True)(tied(tokens))
+    lm = keras.Model(tokens, tied(h, reverse=True))
+    assert [w.path for w in lm.trainable_weights].count(tied.embeddings.path) == 1
+    assert not any("dense" in w.path for w in lm.trainable_weights)
+
+    # The gradient of L(E, E), E used by the lookup and by the decoder, is
+    # the sum of its partial derivatives: the lookup's with the decoder
+    # reading a constant copy of E, and the decoder's with the lookup
+    # reading one. Those two come from Keras's own lookup and matmul, so a
+    # stop_gradient on either use of the tied matrix fails the sum.
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(TIED_VOCAB, TIED_DIM)).astype("float32")
+    hidden_weights = [rng.normal(size=(TIED_DIM, TIED_DIM)).astype("float32"),
+                      rng.normal(size=(TIED_DIM,)).astype("float32")]
+    layer = tied_layer()
+    layer.build()
+    layer.embeddings.assign(matrix)
+    scale = np.ones(TIED_VOCAB, "float32")
+    if rate:  # the word mask the training step will draw, from the same state
+        state = np.array(to_numpy(layer.seed_generator.state), copy=True)
+        dropped = to_numpy(layer(np.arange(TIED_VOCAB)[None], training=True))[0]
+        layer.seed_generator.state.assign(state)
+        scale = np.where(np.all(dropped == 0, axis=-1), 0.0, 1 / (1 - rate)).astype("float32")
+        np.testing.assert_allclose(dropped, matrix * scale[:, None], rtol=1e-6)
+        used = np.unique(TIED_IDS)
+        assert 0 < np.mean(scale[used] == 0) < 1  # some used words dropped, some kept
+    (full,) = one_sgd_step_gradients(
+        layer, lambda h: layer(h, reverse=True), hidden_weights, [layer.embeddings])
+
+    lookup = ReferenceLookup(matrix, scale, trainable=True)
+    (lookup_only,) = one_sgd_step_gradients(
+        lookup, ReferenceDecoder(matrix, trainable=False), hidden_weights, [lookup.matrix])
+    decoder = ReferenceDecoder(matrix, trainable=True)
+    (decoder_only,) = one_sgd_step_gradients(
+        ReferenceLookup(matrix, scale, trainable=False), decoder, hidden_weights,
+        [decoder.matrix])
+
+    # the lookup's gradient reaches the kept looked-up rows only; the
+    # decoder's every row (every logit enters the softmax)
+    looked_up = np.zeros(TIED_VOCAB, bool)
+    looked_up[TIED_IDS.ravel()] = True
+    reached = np.any(lookup_only != 0, axis=-1)
+    np.testing.assert_array_equal(reached, looked_up & (scale != 0))
+    assert np.all(np.any(decoder_only != 0, axis=-1))
+    assert np.abs(lookup_only).max() > 1e-3 and np.abs(decoder_only).max() > 1e-3
+    np.testing.assert_allclose(full, lookup_only + decoder_only, rtol=1e-4, atol=1e-6)
 
 
 def test_bad_arguments():

@@ -13,6 +13,8 @@ from keras_rnnreg.layers import (
     WeightDropGRU,
     WeightDropLSTM,
 )
+from keras_rnnreg.models import Preset, get_preset
+from keras_rnnreg.optimizers import ASGD
 
 VOCAB, EMBED, HIDDEN = 30, 16, 24
 
@@ -54,11 +56,25 @@ def test_awd_language_model_trains_and_loss_falls():
     assert evaluated < 0.35 * np.log(VOCAB)
 
 
+def values_of(variables):
+    """Copies (a CPU torch tensor's NumPy view follows later assigns)."""
+    return [np.array(to_numpy(v), copy=True) for v in variables]
+
+
 def test_model_round_trips_through_keras_file(tmp_path):
     model = awd_language_model()
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(ASGD(0.5, momentum=0.5),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = cyclic_corpus(batch=4, steps=6)
     model.fit(x, y, epochs=1, verbose=0)
+    # an average of two iterates (unequal to the weights) and momentum slots
+    model.optimizer.start_averaging()
+    model.fit(x, y, epochs=1, verbose=0)
+    optimizer = model.optimizer
+    saved_paths = [v.path for v in optimizer.variables]
+    saved_state = values_of(optimizer.variables)
+    assert int(to_numpy(optimizer.iterations)) == 2 and optimizer.average_count == 2
+    assert not np.allclose(values_of(optimizer.averages)[1], to_numpy(model.trainable_weights[1]))
     path = str(tmp_path / "awd.keras")
     model.save(path)
     restored = keras.saving.load_model(path, safe_mode=True)
@@ -69,8 +85,44 @@ def test_model_round_trips_through_keras_file(tmp_path):
     assert {"EmbeddingDropout", "LockedDropout", "WeightDropLSTM", "ARTARRegularizer"} <= kinds
     lstm = next(l for l in restored.layers if isinstance(l, WeightDropLSTM))
     assert lstm.weight_dropout == 0.3
-    # the reloaded model trains on (optimizer state and tied weights intact)
-    restored.fit(x, y, epochs=1, verbose=0)
+
+    # The optimizer state came back: iterations, learning rate, momentum
+    # slots, the averages and when averaging started.
+    reloaded = restored.optimizer
+    assert isinstance(reloaded, ASGD) and reloaded.momentum == 0.5
+    assert [v.path for v in reloaded.variables] == saved_paths
+    for name, value, saved in zip(saved_paths, values_of(reloaded.variables), saved_state,
+                                  strict=True):
+        np.testing.assert_array_equal(value, saved, err_msg=name)
+    assert reloaded.averaging and reloaded.average_count == 2
+
+    # The tied matrix is still one variable, read by the lookup and the decoder.
+    embedding = next(l for l in restored.layers if isinstance(l, EmbeddingDropout))
+    paths = [w.path for w in restored.trainable_weights]
+    assert paths.count(embedding.embeddings.path) == 1
+    assert not any("dense" in p for p in paths)
+    assert len(restored.trainable_weights) == len(model.trainable_weights)
+
+    # A training step of the reloaded model is the original's. Seed
+    # generator states are not saved: the reloaded ones are set to the
+    # original's so both steps draw the same dropout masks.
+    for original, twin in zip(model.variables, restored.variables, strict=True):
+        if original.path.endswith("seed_generator_state"):
+            twin.assign(np.array(to_numpy(original), copy=True))
+    before = values_of(model.trainable_weights)
+    model.train_on_batch(x, y)
+    restored.train_on_batch(x, y)
+    for a, b in zip(values_of(model.variables + model.optimizer.variables),
+                    values_of(restored.variables + reloaded.variables), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    after = values_of(model.trainable_weights)
+    assert all(np.abs(a - b).max() > 1e-6 for a, b in zip(after, before))
+    # and after it the decoder still reads the (updated) embedding matrix
+    artar = next(l for l in restored.layers if isinstance(l, ARTARRegularizer))
+    hidden = to_numpy(keras.Model(restored.inputs[0], artar.output)(x, training=False))
+    matrix, bias = to_numpy(embedding.embeddings), to_numpy(embedding.output_bias)
+    np.testing.assert_allclose(to_numpy(restored(x, training=False)), hidden @ matrix.T + bias,
+                               rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -115,3 +167,90 @@ def test_mixed_precision(policy):
     assert lstm.cell.recurrent_kernel.dtype == "float32"  # variables stay float32
     dropped = lstm.dropped_recurrent_kernel()
     assert keras.backend.standardize_dtype(dropped.dtype) == compute
+
+
+# ------------------------------------------------------- Preset's field rules
+
+
+def preset(**fields):
+    """A minimal valid `Preset` with `fields` changed."""
+    return Preset(**{"name": "t", "paper": "p", "section": "§0", "description": "d",
+                     "model_arguments": {}, **fields})
+
+
+@pytest.mark.parametrize(
+    "fields, error, message",
+    [
+        # a decaying schedule divides the rate by decay_factor > 1
+        ({"schedule": "plateau"}, ValueError,
+         r"schedule='plateau'.*`decay_factor` > 1.*decay_factor=None"),
+        ({"schedule": "plateau", "decay_factor": 1.0}, ValueError,
+         r"`decay_factor` > 1.*decay_factor=1\.0"),
+        ({"schedule": "plateau", "decay_factor": 0.5}, ValueError, r"decay_factor=0\.5"),
+        ({"schedule": "plateau", "decay_factor": float("nan")}, ValueError, "decay_factor=nan"),
+        ({"schedule": "epoch_decay", "decay_start": 3, "decay_factor": 1.0}, ValueError,
+         r"schedule='epoch_decay'.*decay_factor=1\.0"),
+        # epoch_decay starts at a positive epoch
+        ({"schedule": "epoch_decay", "decay_factor": 2.0}, TypeError,
+         "`decay_start`.*decay_start=None"),
+        ({"schedule": "epoch_decay", "decay_factor": 2.0, "decay_start": 0}, ValueError,
+         "`decay_start` must be an int >= 1.*decay_start=0"),
+        ({"schedule": "epoch_decay", "decay_factor": 2.0, "decay_start": 2.5}, TypeError,
+         r"decay_start=2\.5"),
+        # NT-ASGD's trigger needs ASGD and a positive n
+        ({"nonmono": 5}, ValueError, r"`nonmono`.*optimizer='asgd'"),
+        ({"nonmono": 5, "optimizer": "adam"}, ValueError, r"`nonmono`.*optimizer='asgd'"),
+        ({"nonmono": 0, "optimizer": "asgd"}, ValueError, "`nonmono`.*nonmono=0"),
+        ({"nonmono": True, "optimizer": "asgd"}, TypeError, "nonmono=True"),
+        # fine-tuning stops by NT-ASGD's test
+        ({"finetune": True, "optimizer": "asgd"}, ValueError, "Fine-tuning.*`nonmono`"),
+        ({"finetune": 1, "optimizer": "asgd", "nonmono": 5}, TypeError, "finetune=1"),
+        # single fields
+        ({"optimizer": "rmsprop"}, ValueError, "optimizer='rmsprop'"),
+        ({"schedule": "cosine"}, ValueError, "schedule='cosine'"),
+        ({"learning_rate": -1.0}, ValueError, r"`learning_rate` must be >= 0.*learning_rate=-1\.0"),
+        ({"clipnorm": -0.25}, ValueError, r"clipnorm=-0\.25"),
+        ({"weight_decay": -1e-6}, ValueError, "weight_decay=-1e-06"),
+        ({"batch_size": 0}, ValueError, "batch_size=0"),
+        ({"bptt": 0}, ValueError, "bptt=0"),
+        ({"epochs": 0}, ValueError, "epochs=0"),
+        ({"length_bucket": 0}, ValueError, "length_bucket=0"),
+        ({"variable_bptt": "yes"}, TypeError, "variable_bptt='yes'"),
+        ({"seed": 1.5}, TypeError, r"seed=1\.5"),
+        ({"model_arguments": {"hidden_units": 3}}, ValueError, "unknown model argument.*hidden_units"),
+    ],
+)
+def test_preset_rejects_invalid_fields_naming_them(fields, error, message):
+    with pytest.raises(error, match=message):
+        preset(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"schedule": "plateau", "decay_factor": 1.001},
+        {"schedule": "epoch_decay", "decay_factor": 1.15, "decay_start": 1},
+        {"optimizer": "asgd"},
+        {"optimizer": "asgd", "nonmono": 1},
+        {"optimizer": "asgd", "nonmono": 5, "finetune": True},
+        {"learning_rate": 0.0, "clipnorm": 0.0, "weight_decay": 0.0, "length_bucket": 1},
+    ],
+)
+def test_preset_accepts_the_valid_neighbours(fields):
+    made = preset(**fields)
+    for name, value in fields.items():
+        assert getattr(made, name) == value
+
+
+def test_preset_replace_checks_the_rules_too():
+    awd = get_preset("awd-lstm-cpu")
+    with pytest.raises(ValueError, match=r"`nonmono`.*optimizer='asgd'"):
+        awd.replace(optimizer="sgd")
+    with pytest.raises(ValueError, match="Fine-tuning.*`nonmono`"):
+        awd.replace(nonmono=None)
+    assert awd.replace(nonmono=None, finetune=False).nonmono is None
+    with pytest.raises(ValueError, match=r"decay_factor=1\.0"):
+        get_preset("artar-cpu").replace(decay_factor=1.0)
+    with pytest.raises(ValueError, match="decay_start=0"):
+        get_preset("zaremba-cpu").replace(decay_start=0)

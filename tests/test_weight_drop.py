@@ -164,12 +164,67 @@ def test_fused_backend_lstm_receives_the_dropped_kernel(spy_lstm):
     assert layer.cell.recurrent_kernel is layer.cell.weights[1]
 
 
+@pytest.mark.parametrize(
+    "cls, rate", [(WeightDropLSTM, 0.5), (WeightDropLSTM, 0.2), (WeightDropGRU, 0.5)],
+    ids=["lstm-0.5", "lstm-0.2", "gru-0.5"],
+)
+def test_kept_fraction_of_a_million_recurrent_weights(cls, rate):
+    # About 10^6 entries: 5 binomial standard deviations are 0.0025 at p = 0.5
+    # (0.002 at p = 0.2), so a keep rate off by 0.01 fails.
+    units = 500 if cls is WeightDropLSTM else 578  # 500 x 2000, 578 x 1734
+    layer = cls(units, weight_dropout=rate, seed=11, return_sequences=True,
+                recurrent_initializer="zeros")  # replaced below; skips a QR
+    x = X[:1, :2, :1]  # two steps: the second reads U' h_1 (h_0 = 0)
+    layer.build(x.shape)
+    rng = np.random.default_rng(2)
+    raw = rng.choice([-1.0, 1.0], size=layer.cell.recurrent_kernel.shape)
+    raw = (raw * rng.uniform(0.5, 1.0, size=raw.shape) / units).astype("float32")
+    layer.cell.recurrent_kernel.assign(raw)  # no entry is 0
+    out, dropped = run_and_recover_mask(layer, x)
+    kept = dropped != 0
+    keep = 1 - rate
+    assert abs(kept.mean() - keep) < 5 * np.sqrt(keep * (1 - keep) / kept.size)
+    # each entry is kept or dropped on its own: the rows' (and columns') kept
+    # fractions spread as binomials, not 0/1 as a mask shared along an axis
+    for axis, n in ((1, raw.shape[1]), (0, raw.shape[0])):
+        spread = kept.mean(axis=axis).std()
+        assert abs(spread / np.sqrt(keep * (1 - keep) / n) - 1) < 0.2
+    np.testing.assert_allclose(dropped[kept], raw[kept] / keep, rtol=1e-6)
+    # the training call ran with that U'
+    kernel, _, bias = weights_of(layer)
+    reference = numpy_lstm if cls is WeightDropLSTM else numpy_gru
+    expected = reference(x, kernel, dropped, bias)
+    expected = expected[0] if cls is WeightDropLSTM else expected
+    np.testing.assert_allclose(to_numpy(out), expected, atol=2e-5)
+
+
 def test_recurrent_dropout_disables_fused_path_but_keeps_weight_drop(spy_lstm):
-    layer = WeightDropLSTM(7, weight_dropout=0.5, recurrent_dropout=0.3, seed=2)
+    layer = WeightDropLSTM(7, weight_dropout=0.5, recurrent_dropout=0.3, seed=2,
+                           return_sequences=True)
     layer.build(X.shape)
-    train = to_numpy(layer(X, training=True))
+    # The cell's recurrent-dropout masks come from its own seed generator:
+    # a twin given the same state draws the same masks.
+    cell_state = to_numpy(layer.cell.seed_generator.state).copy()
+    train, dropped = run_and_recover_mask(layer, X)
     assert spy_lstm == []
-    assert not np.allclose(train, to_numpy(layer(X, training=False)))
+    kernel, raw, bias = weights_of(layer)
+    assert 0.3 < np.mean(dropped == 0) < 0.7
+
+    def twin(recurrent_kernel, recurrent_dropout=0.3):
+        """Keras's LSTM with `recurrent_kernel` and no weight drop, drawing
+        the recurrent-dropout masks the training call drew."""
+        reference = keras.layers.LSTM(7, recurrent_dropout=recurrent_dropout, seed=2,
+                                      return_sequences=True)
+        reference.build(X.shape)
+        reference.set_weights([kernel, recurrent_kernel, bias])
+        reference.cell.seed_generator.state.assign(cell_state)
+        return to_numpy(reference(X, training=True))
+
+    # the training call used U' (weight drop) together with recurrent dropout
+    np.testing.assert_allclose(to_numpy(train), twin(dropped), atol=2e-5)
+    # and neither alone: not the raw kernel, and recurrent dropout did act
+    assert np.abs(to_numpy(train) - twin(raw)).max() > 1e-3
+    assert np.abs(to_numpy(train) - twin(dropped, recurrent_dropout=0.0)).max() > 1e-3
 
 
 def test_inference_equals_keras_lstm_with_same_weights():
