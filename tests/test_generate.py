@@ -164,18 +164,27 @@ def test_prompt_and_each_drawn_word_feed_the_next_step(batch_size):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"temperature": 0.0}, r"`temperature` must be > 0.*temperature=0.0"),
+        ({"temperature": 0.0}, r"`temperature` must be finite and > 0.*temperature=0.0"),
         ({"temperature": -1.0}, r"`temperature`.*temperature=-1.0"),
         ({"temperature": float("nan")}, r"`temperature`.*temperature=nan"),
+        ({"temperature": float("inf")}, r"`temperature`.*temperature=inf"),
         ({"length": 0}, r"`length` must be an int >= 1.*length=0"),
         ({"length": -3}, r"`length`.*length=-3"),
         ({"length": 2.5}, r"`length`.*length=2.5"),
         ({"length": "10"}, r"`length`.*length='10'"),
+        ({"length": True}, r"`length`.*length=True"),
         ({"prompt": ["the", "zebra", "quux"]}, r"prompt.*vocabulary: zebra, quux"),
     ],
-    ids=["temperature-0", "temperature-negative", "temperature-nan", "length-0",
-         "length-negative", "length-float", "length-str", "prompt-unknown-words"],
+    ids=["temperature-0", "temperature-negative", "temperature-nan", "temperature-inf",
+         "length-0", "length-negative", "length-float", "length-str", "length-bool",
+         "prompt-unknown-words"],
 )
 def test_bad_arguments_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample_text(FixedLogits(), VOCAB, **kwargs)
+
+
+@pytest.mark.parametrize("temperature", ["hot", None, True])
+def test_a_temperature_that_is_not_a_number_is_a_type_error(temperature):
+    with pytest.raises(TypeError, match=rf"`temperature` must be a number.*{temperature!r}"):
+        sample_text(FixedLogits(), VOCAB, temperature=temperature)

@@ -198,12 +198,12 @@ def preset(**fields):
         ({"schedule": "epoch_decay", "decay_factor": 2.0, "decay_start": 2.5}, TypeError,
          r"decay_start=2\.5"),
         # NT-ASGD's trigger needs ASGD and a positive n
-        ({"nonmono": 5}, ValueError, r"`nonmono`.*optimizer='asgd'"),
-        ({"nonmono": 5, "optimizer": "adam"}, ValueError, r"`nonmono`.*optimizer='asgd'"),
+        ({"nonmono": 5}, ValueError, r"`nonmono`.*optimizer='asgd'.*nonmono=5, optimizer='sgd'"),
+        ({"nonmono": 5, "optimizer": "adam"}, ValueError, r"`nonmono`.*optimizer='asgd'.*optimizer='adam'"),
         ({"nonmono": 0, "optimizer": "asgd"}, ValueError, "`nonmono`.*nonmono=0"),
         ({"nonmono": True, "optimizer": "asgd"}, TypeError, "nonmono=True"),
         # fine-tuning stops by NT-ASGD's test
-        ({"finetune": True, "optimizer": "asgd"}, ValueError, "Fine-tuning.*`nonmono`"),
+        ({"finetune": True, "optimizer": "asgd"}, ValueError, "Fine-tuning.*`nonmono`.*finetune=True, nonmono=None"),
         ({"finetune": 1, "optimizer": "asgd", "nonmono": 5}, TypeError, "finetune=1"),
         # single fields
         ({"optimizer": "rmsprop"}, ValueError, "optimizer='rmsprop'"),

@@ -18,9 +18,11 @@ def sample_text(model, vocab, prompt=(), length=50, temperature=1.0, seed=None,
     Returns:
         The generated words (a list of str), prompt excluded.
     """
-    if not temperature > 0:
-        raise ValueError(f"Argument `temperature` must be > 0. Received: temperature={temperature!r}")
-    if not (isinstance(length, int) and length >= 1):
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)):
+        raise TypeError(f"Argument `temperature` must be a number. Received: temperature={temperature!r}")
+    if not 0 < temperature < np.inf:
+        raise ValueError(f"Argument `temperature` must be finite and > 0. Received: temperature={temperature!r}")
+    if isinstance(length, bool) or not (isinstance(length, int) and length >= 1):
         raise ValueError(f"Argument `length` must be an int >= 1. Received: length={length!r}")
     ids = {word: i for i, word in enumerate(vocab)}
     unknown = [w for w in prompt if w not in ids]

@@ -206,9 +206,15 @@ class Preset:
         if self.nonmono is not None:
             check_positive_int("nonmono", self.nonmono)
             if self.optimizer != "asgd":
-                raise ValueError("NT-ASGD (`nonmono`) needs optimizer='asgd'.")
+                raise ValueError(
+                    f"NT-ASGD (`nonmono`) needs optimizer='asgd'. Received: "
+                    f"nonmono={self.nonmono!r}, optimizer={self.optimizer!r}"
+                )
         if self.finetune and self.nonmono is None:
-            raise ValueError("Fine-tuning stops by NT-ASGD's test: set `nonmono`.")
+            raise ValueError(
+                "Fine-tuning stops by NT-ASGD's test, which needs `nonmono`. "
+                "Received: finetune=True, nonmono=None"
+            )
 
     # ---------------------------------------------------------------- model
     def model_defaults(self):
