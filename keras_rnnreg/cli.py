@@ -75,14 +75,18 @@ def _overrides(args):
 
 # ------------------------------------------------------------ parser
 def build_parser():
+    # allow_abbrev=False: an abbreviation would be read as whatever flag it
+    # starts (`--dropout` as `--dropout-type`), and `--backe jax` would be
+    # parsed but not seen by `_select_backend`.
     parser = argparse.ArgumentParser(
         prog="keras-rnnreg", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a preset on a dataset (or resume a run)")
+    train = commands.add_parser("train", help="train a preset on a dataset (or resume a run)",
+                                allow_abbrev=False)
     data = train.add_argument_group("data")
     data.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default=None,
                       help="default: synthetic (the embedded corpus)")
@@ -110,7 +114,8 @@ def build_parser():
     train.epilog = ("Any model argument or recipe field is a flag: " +
                     ", ".join("--" + n.replace("_", "-") for n in _override_names()))
 
-    evaluate = commands.add_parser("evaluate", help="test perplexity of a trained run")
+    evaluate = commands.add_parser("evaluate", help="test perplexity of a trained run",
+                                   allow_abbrev=False)
     evaluate.add_argument("run", help="a run directory (keras-rnnreg train --output)")
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
     evaluate.add_argument("--cache", action="store_true",
@@ -120,7 +125,8 @@ def build_parser():
     evaluate.add_argument("--theta", type=float, help="cache flatness θ")
     evaluate.add_argument("--backend", choices=BACKENDS)
 
-    generate = commands.add_parser("generate", help="sample text from a trained run")
+    generate = commands.add_parser("generate", help="sample text from a trained run",
+                                   allow_abbrev=False)
     generate.add_argument("run")
     generate.add_argument("--length", type=int, default=50)
     generate.add_argument("--temperature", type=float, default=1.0)
@@ -130,9 +136,10 @@ def build_parser():
     generate.add_argument("--allow-eos", action="store_true")
     generate.add_argument("--backend", choices=BACKENDS)
 
-    commands.add_parser("presets", help="list the presets")
+    commands.add_parser("presets", help="list the presets", allow_abbrev=False)
 
-    tune = commands.add_parser("tune", help="keras-tuner search; writes a preset file")
+    tune = commands.add_parser("tune", help="keras-tuner search; writes a preset file",
+                               allow_abbrev=False)
     tune.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default=None,
                       help="default: synthetic")
     tune.add_argument("--data-dir")
@@ -140,7 +147,9 @@ def build_parser():
     tune.add_argument("--tfds-dir")
     tune.add_argument("--preset", default=None)
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), default="random")
-    tune.add_argument("--max-trials", type=int, default=4)
+    tune.add_argument("--max-trials", type=int,
+                      help="trials of a random or bayesian search (default: 4); hyperband "
+                           "sizes its own from --epochs")
     tune.add_argument("--epochs", type=int, default=2, help="epochs per trial")
     tune.add_argument("--output", default="tuning", help="directory of the search and the preset file")
     tune.add_argument("--backend", choices=BACKENDS)
@@ -151,6 +160,19 @@ def build_parser():
 
 # ------------------------------------------------------------ commands
 def _dataset_spec(args):
+    """The dataset the flags name; CLIError for a flag that the chosen
+    dataset would not use."""
+    files = [f"--{s}-file" for s in ("train", "valid", "test") if getattr(args, f"{s}_file", None)]
+    tfds = [f for f in ("--manual-dir", "--tfds-dir") if getattr(args, f[2:].replace("-", "_"), None)]
+    if getattr(args, "synthetic_seed", None) is not None and (
+            args.data_dir or (args.dataset or "synthetic") != "synthetic"):
+        raise CLIError("--synthetic-seed is for the synthetic corpus (--dataset synthetic).")
+    if files and not args.data_dir:
+        raise CLIError(f"{', '.join(files)}: name files in --data-dir, which is not given.")
+    if tfds and (args.data_dir or (args.dataset or "synthetic") == "synthetic"):
+        raise CLIError(f"{', '.join(tfds)}: for --dataset ptb or wikitext2 (TensorFlow "
+                       "Datasets), not for " + ("--data-dir." if args.data_dir else
+                                                "the synthetic corpus."))
     if args.data_dir:
         if args.dataset:
             raise CLIError("Give --dataset or --data-dir, not both.")
@@ -302,6 +324,9 @@ def _load_run(directory):
 def cmd_evaluate(args):
     from keras_rnnreg.app.compile_cache import run_compilation_cache
 
+    unused = [f"--{k}" for k in ("window", "lambd", "theta") if getattr(args, k) is not None]
+    if unused and not args.cache:
+        raise CLIError(f"{', '.join(unused)}: settings of the neural cache; add --cache.")
     config, model, _ = _load_run(args.run)
     with run_compilation_cache(args.run):
         return _evaluate(args, config, model)

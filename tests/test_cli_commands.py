@@ -324,12 +324,14 @@ TINY_TUNE = SMALL[2:-1]  # SMALL's model and recipe flags, without preset and --
 def test_tune_with_the_bayesian_and_hyperband_tuners(tuner, kind, tiny_corpus, tuner_classes,
                                                      tmp_path, capsys):
     search = tmp_path / "search"
+    trials = [] if tuner == "hyperband" else ["--max-trials", "2"]  # hyperband sizes its own
     status, out, err = run(["tune", "--data-dir", tiny_corpus, "--tuner", tuner, *TINY_TUNE,
-                            "--max-trials", "2", "--epochs", "1", "--output", search], capsys)
+                            *trials, "--epochs", "1", "--output", search], capsys)
     assert status == 0, err
     assert tuner_classes == [kind]
     record = json.loads((search / "best_preset.json").read_text())
     assert record["search"]["tuner"] == tuner and record["preset"] == "awd-lstm-cpu"
+    assert record["search"]["max_trials"] == (None if tuner == "hyperband" else 2)
     assert record["search"]["best_val_perplexity"] > 1
     trials = [json.loads(path.read_text())
               for path in (search / "search").glob("trial_*/trial.json")]
@@ -354,3 +356,30 @@ def test_tune_preset_searches_around_the_named_preset(tiny_corpus, tuner_classes
     preset = training.resolve_preset(record)
     assert preset.name == "zaremba-small" and preset.model_arguments.get("tie_weights") is False
     assert preset.bptt == 10 and preset.batch_size == 4
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--train-file", "a.txt"], "--train-file: name files in --data-dir"),
+    (["train", "--dataset", "ptb", "--synthetic-seed", "3"], "--synthetic-seed is for the synthetic"),
+    (["train", "--manual-dir", "x"], "--manual-dir: for --dataset ptb or wikitext2"),
+    (["train", "--data-dir", "x", "--tfds-dir", "y"], "--tfds-dir: for --dataset ptb or wikitext2"),
+    (["tune", "--tuner", "hyperband", "--max-trials", "3"], "--max-trials sizes a random or bayesian"),
+    (["evaluate", "runs/x", "--lambd", "0.2"], "--lambd: settings of the neural cache; add --cache"),
+])
+def test_flags_the_command_would_not_use_are_errors(argv, fragment, capsys, tmp_path,
+                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "tune":
+        pytest.importorskip("keras_tuner")
+    status, out, err = run(argv, capsys)
+    assert status in (1, 2) and fragment in err, err
+    assert len(err.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
+def test_abbreviated_flags_are_not_read_as_another_flag(capsys):
+    # `--dropout` once read as `--dropout-type`; `--backe jax` parsed but unseen
+    for argv in (["train", "--dropout", "0.5"], ["train", "--backe", "jax"]):
+        with pytest.raises(SystemExit) as exit:
+            cli.main(argv)
+        assert exit.value.code == 2
+        assert f"unrecognized arguments: {argv[1]}" in capsys.readouterr().err

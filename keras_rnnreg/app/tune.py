@@ -6,6 +6,7 @@ import os
 
 from keras_rnnreg.app.data import load_dataset
 
+DEFAULT_MAX_TRIALS = 4
 TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization", "hyperband": "Hyperband"}
 
 
@@ -24,9 +25,17 @@ def run_search(args, dataset_spec, flag_overrides=None):
     else:
         preset, overrides = training.DEFAULT_PRESET, {}
     overrides.update(flag_overrides or {})
-    if args.max_trials < 1 or args.epochs < 1:
+    max_trials = args.max_trials
+    if args.tuner == "hyperband":
+        if max_trials is not None:
+            raise ValueError("--max-trials sizes a random or bayesian search; hyperband "
+                             "runs the trials its --epochs (max_epochs) imply. Received: "
+                             f"--max-trials {max_trials} --tuner hyperband")
+    elif max_trials is None:
+        max_trials = DEFAULT_MAX_TRIALS
+    if (max_trials is not None and max_trials < 1) or args.epochs < 1:
         raise ValueError("--max-trials and --epochs must be >= 1. Received: "
-                         f"--max-trials {args.max_trials} --epochs {args.epochs}")
+                         f"--max-trials {max_trials} --epochs {args.epochs}")
     hypermodel = LanguageModelHyperModel(len(corpus.vocab), preset=preset, **overrides)
     train, valid = hypermodel.sequences(corpus.train, corpus.valid)
     kind = getattr(keras_tuner, TUNERS[args.tuner])
@@ -35,7 +44,7 @@ def run_search(args, dataset_spec, flag_overrides=None):
     if args.tuner == "hyperband":
         tuner = kind(max_epochs=args.epochs, **common)
     else:
-        tuner = kind(max_trials=args.max_trials, **common)
+        tuner = kind(max_trials=max_trials, **common)
     search = {} if args.tuner == "hyperband" else {"epochs": args.epochs}
     tuner.search(train, validation_data=valid, verbose=0, **search)
     best = tuner.get_best_hyperparameters(1)[0]
@@ -46,7 +55,7 @@ def run_search(args, dataset_spec, flag_overrides=None):
     if trial_preset.learning_rate != hypermodel.preset.learning_rate:
         changed["learning_rate"] = trial_preset.learning_rate
     record = {"preset": preset, "overrides": {**overrides, **changed},
-              "epochs": None, "search": {"tuner": args.tuner, "max_trials": args.max_trials,
+              "epochs": None, "search": {"tuner": args.tuner, "max_trials": max_trials,
                                          "epochs_per_trial": args.epochs,
                                          "dataset": dataset_spec["name"],
                                          "best_val_perplexity": tuner.oracle.get_best_trials(1)[0].score}}
