@@ -62,15 +62,32 @@ def _value(text):
     return text
 
 
+def _float_names():
+    """The overridable fields and model arguments that hold floats: `--learning-rate 30`
+    is 30.0 there (Keras refuses an int learning rate)."""
+    import dataclasses
+
+    from keras_rnnreg.models.builder import DEFAULT_ARGUMENTS
+    from keras_rnnreg.models.presets import Preset
+
+    recipe = {f.name for f in dataclasses.fields(Preset) if "float" in str(f.type)}
+    return recipe | {name for name, value in DEFAULT_ARGUMENTS.items() if isinstance(value, float)}
+
+
 def _add_override_flags(group):
+    # Not given: no attribute (SUPPRESS), so that "none" can say None.
     for name in _override_names():
         group.add_argument("--" + name.replace("_", "-"), dest=f"override_{name}", type=_value,
-                           metavar="VALUE", help=argparse.SUPPRESS)
+                           metavar="VALUE", help=argparse.SUPPRESS, default=argparse.SUPPRESS)
 
 
 def _overrides(args):
-    return {name: getattr(args, f"override_{name}") for name in _override_names()
-            if getattr(args, f"override_{name}") is not None}
+    """The override flags given, by name; `none`/`off` as None."""
+    floats = _float_names()
+    given = {name: getattr(args, f"override_{name}") for name in _override_names()
+             if hasattr(args, f"override_{name}")}
+    return {name: float(value) if name in floats and type(value) is int else value
+            for name, value in given.items()}
 
 
 # ------------------------------------------------------------ parser
@@ -82,6 +99,9 @@ def build_parser():
         prog="keras-rnnreg", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
+    from keras_rnnreg import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -220,9 +240,12 @@ def _train_config(args):
     resolved = get_preset(preset)  # ValueError lists the valid names
     config = {"dataset": dataset, "preset": preset, "overrides": overrides,
               "seed": args.seed, "epochs": epochs or resolved.epochs}
-    if overrides.get("length_bucket") == 0:  # off, as flags cannot say None
+    if overrides.get("length_bucket") == 0:  # off, as `none` says too
         overrides["length_bucket"] = None
     chosen = training.resolve_preset(config)  # validates the overrides now, not after loading data
+    from keras_rnnreg.models.builder import resolve_arguments
+
+    resolve_arguments(chosen)  # and the model's arguments, before anything is written
     if "length_bucket" not in overrides and chosen.length_bucket is None:
         bucket = training.default_length_bucket(chosen)
         if bucket is not None:
@@ -237,7 +260,7 @@ def cmd_train(args):
 
     from keras_rnnreg.app import training
     from keras_rnnreg.app.compile_cache import run_compilation_cache
-    from keras_rnnreg.app.checkpoint import checkpoint_position
+    from keras_rnnreg.app.checkpoint import CHECKPOINT_FILE, checkpoint_position
     from keras_rnnreg.app.data import load_dataset
 
     dataset = None
@@ -254,7 +277,7 @@ def cmd_train(args):
                              "manual_dir", "tfds_dir", "synthetic_seed", "preset",
                              "preset_file", "seed", "output")
                  if getattr(args, a, None) is not None]
-        given += [n for n in _override_names() if getattr(args, f"override_{n}") is not None]
+        given += list(_overrides(args))
         if given:
             raise CLIError("--resume continues the run's own configuration; drop "
                            + ", ".join("--" + g.replace("_", "-") for g in given)
@@ -281,7 +304,9 @@ def cmd_train(args):
         directory = args.output or os.path.join(
             "runs", f"{config['preset']}-{config['dataset']['name']}")
         args.output = directory  # named in the Ctrl-C hint
-        if os.path.exists(os.path.join(directory, training.CONFIG_FILE)):
+        # A run is what can be resumed: a directory whose run failed before
+        # its first checkpoint holds none, and is started afresh.
+        if os.path.exists(os.path.join(directory, CHECKPOINT_FILE)):
             raise CLIError(f"{directory!r} already holds a run: continue it with "
                            f"--resume {directory}, or choose another --output.")
         # The data is read (and checked) before the run directory exists.
@@ -310,6 +335,10 @@ def _load_run(directory):
 
     from keras_rnnreg.app import training
 
+    if not os.path.isfile(os.path.join(directory, training.CONFIG_FILE)):
+        raise CLIError(f"There is no run in {directory!r}" + (
+            f" (no {training.CONFIG_FILE}): give the --output of a keras-rnnreg train run."
+            if os.path.isdir(directory) else ": no such directory."))
     config = training.read_config(directory)
     path = os.path.join(directory, training.MODEL_FILE)
     if not os.path.isfile(path):
@@ -399,6 +428,10 @@ def cmd_tune(args):
     return 0
 
 
+# The extra that brings each optional package the commands import.
+_EXTRAS = {"tensorflow_datasets": "data", "matplotlib": "plot", "keras_tuner": "tuner",
+           "tensorboard": "tuner"}
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate,
             "presets": cmd_presets, "tune": cmd_tune}
 
@@ -449,6 +482,10 @@ def main(argv=None):
         if args.debug:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        extra = _EXTRAS.get((getattr(error, "name", None) or "").split(".")[0])
+        if isinstance(error, ImportError) and extra:
+            message += f' (install it with: pip install "keras-rnnreg[{extra}]")'
+
         print(f"keras-rnnreg {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -372,7 +372,8 @@ def test_checkpoint_every_reads_batches_and_durations():
         (["train", "--preset-file", "/nonexistent.json"], "is not a preset file"),
         (["train", "--preset", "awd-lstm-cpu", "--hidden-sise", "3"], None),  # argparse
         (["train", "--preset", "awd-lstm-cpu", "--weight-dropout", "1.5"], "weight_dropout"),
-        (["evaluate", "/nonexistent/run"], "Nothing to resume"),
+        (["evaluate", "/nonexistent/run"], "There is no run in '/nonexistent/run': no such directory"),
+        (["generate", "/"], "There is no run in '/' (no config.json)"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(argv, fragment, capsys):

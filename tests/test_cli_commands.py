@@ -180,7 +180,7 @@ def test_no_command_prints_the_help_and_exits_2(capsys):
         (["train", "--preset", "nope"], ValueError, "Unknown preset 'nope'"),
         (["train", "--preset", "awd-lstm-cpu", "--preset-file", "p.json"], cli.CLIError,
          "--preset or --preset-file"),
-        (["evaluate", "/nonexistent/run"], ValueError, "Nothing to resume"),
+        (["train", "--resume", "/nonexistent/run"], ValueError, "Nothing to resume"),
     ],
 )
 def test_debug_raises_instead_of_the_one_line(argv, error, fragment, capsys):
@@ -383,3 +383,64 @@ def test_abbreviated_flags_are_not_read_as_another_flag(capsys):
             cli.main(argv)
         assert exit.value.code == 2
         assert f"unrecognized arguments: {argv[1]}" in capsys.readouterr().err
+
+
+def _config(argv):
+    return cli._train_config(cli.build_parser().parse_args([str(a) for a in argv]))
+
+
+def test_none_flags_set_none_and_absent_flags_keep_the_preset():
+    noisy = training.resolve_preset(_config(["train", "--preset", "noisin-medium"]))
+    assert noisy.model_arguments["noise"] is not None and noisy.nonmono == 5
+    config = _config(["train", "--preset", "noisin-medium", "--noise", "none",
+                      "--nonmono", "off"])
+    assert config["overrides"] == {"noise": None, "nonmono": None}
+    preset = training.resolve_preset(config)
+    assert preset.model_arguments["noise"] is None and preset.nonmono is None
+    assert preset.learning_rate == noisy.learning_rate  # not given: the preset's
+
+
+def test_numeric_flags_take_their_fields_type():
+    config = _config(["train", "--preset", "awd-lstm-cpu", "--learning-rate", "30",
+                      "--weight-dropout", "0", "--hidden-size", "32"])
+    overrides = config["overrides"]
+    assert overrides["learning_rate"] == 30.0 and type(overrides["learning_rate"]) is float
+    assert type(overrides["weight_dropout"]) is float and type(overrides["hidden_size"]) is int
+    optimizer = training.resolve_preset(config).make_optimizer()  # Keras refuses an int rate
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == 30.0
+
+
+def test_a_bad_value_writes_nothing_and_a_run_without_checkpoint_is_no_run(
+        tiny_corpus, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    status, _, err = run(["train", "--data-dir", tiny_corpus, *SMALL, "--hidden-dropout", "1.5",
+                          "--output", out_dir], capsys)
+    assert status == 1 and "hidden_dropout" in err and "1.5" in err
+    assert not out_dir.exists()  # validated before anything is written
+    out_dir.mkdir()  # what a run that failed before its first checkpoint leaves
+    (out_dir / training.CONFIG_FILE).write_text("{}")
+    status, _, err = run(["train", "--data-dir", tiny_corpus, *SMALL, "--epochs", "1",
+                          "--output", out_dir], capsys)
+    assert status == 0, err
+    status, _, err = run(["train", "--data-dir", tiny_corpus, *SMALL, "--output", out_dir], capsys)
+    assert status == 2 and "already holds a run" in err
+
+
+def test_version(capsys):
+    from keras_rnnreg import __version__
+
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"keras-rnnreg {__version__}"
+
+
+@pytest.mark.parametrize("module, extra", [("tensorflow_datasets", "data"),
+                                           ("matplotlib.pyplot", "plot")])
+def test_a_missing_extra_is_named(module, extra, capsys, monkeypatch):
+    def missing(args):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+
+    monkeypatch.setitem(cli.COMMANDS, "presets", missing)
+    status, _, err = run(["presets"], capsys)
+    assert status == 1 and f'pip install "keras-rnnreg[{extra}]"' in err
+    assert len(err.strip().splitlines()) == 1
