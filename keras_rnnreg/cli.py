@@ -14,6 +14,7 @@ otherwise, 130 on Ctrl-C); `--debug` shows the traceback instead.
 """
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -91,11 +92,42 @@ def _overrides(args):
 
 
 # ------------------------------------------------------------ parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (after the program's name)
+    that names the closest real flags of an unknown one."""
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            known = sorted({option for parser in _all_parsers(self)
+                            for action in parser._actions for option in action.option_strings
+                            if option.startswith("--")})
+            hints = []
+            for flag in message.split(":", 1)[1].split():
+                if flag.startswith("--"):
+                    name = flag.split("=")[0]
+                    close = [k for k in known if name[2:] in k]  # --dropout: every *-dropout
+                    close += [k for k in difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+                              if k not in close]
+                    if close:
+                        hints.append(f"{name}: did you mean {', '.join(close[:6])}?")
+            message = "; ".join([message] + hints)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _all_parsers(parser):
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                parsers += _all_parsers(child)
+    return parsers
+
+
 def build_parser():
     # allow_abbrev=False: an abbreviation would be read as whatever flag it
     # starts (`--dropout` as `--dropout-type`), and `--backe jax` would be
     # parsed but not seen by `_select_backend`.
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-rnnreg", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
@@ -103,7 +135,7 @@ def build_parser():
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a preset on a dataset (or resume a run)",
                                 allow_abbrev=False)

@@ -444,3 +444,16 @@ def test_a_missing_extra_is_named(module, extra, capsys, monkeypatch):
     status, _, err = run(["presets"], capsys)
     assert status == 1 and f'pip install "keras-rnnreg[{extra}]"' in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_flag_is_one_line_naming_the_closest_real_ones(capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["train", "--dropout", "0.5"])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "unrecognized arguments: --dropout 0.5" in err
+    for flag in ("--input-dropout", "--hidden-dropout", "--output-dropout", "--weight-dropout"):
+        assert flag in err
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "run", "--cach"])
+    assert "--cach: did you mean --cache" in capsys.readouterr().err
