@@ -1,5 +1,6 @@
 import math
 import os
+import re
 
 import keras
 import numpy as np
@@ -392,3 +393,259 @@ def test_validating_with_the_average_leaves_training_unchanged(interval):
     for actual, expected in zip(weights + averages, reference_weights + reference_averages):
         np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
     assert not np.allclose(weights[0], averages[0])
+
+
+# -- gaps found by mutation testing -------------------------------------------
+TRIGGERS_AT_EPOCH_5 = [5, 4, 3, 3.5, 3.2, 3.1, 3.0]  # nonmono=2: 3.1 > min([5, 4, 3])
+STOPS_AT_EPOCH_5 = [5, 4, 3, 3.5, 3.4, 3.3, 3.2]  # finetune, nonmono=2: 3.3 > min([5, 4, 3])
+
+
+def test_fit_that_never_triggers_keeps_the_trained_weights():
+    """Ending before the trigger, `fit` leaves w_k, not the (never filled)
+    averages: the same weights as plain SGD."""
+    values = [5, 4, 3, 2, 1]  # always improving
+    model = regression(ASGD(0.05))
+    fit(model, values, [NTASGD(nonmono=2, verbose=0)])
+    assert not model.optimizer.averaging
+    reference = regression(keras.optimizers.SGD(0.05))
+    fit(reference, values)
+    for actual, expected in zip(snapshot(model.trainable_weights),
+                                snapshot(reference.trainable_weights)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-7)
+        assert np.abs(expected).max() > 0.1
+
+
+def test_final_average_false_leaves_the_last_iterate():
+    model = regression(ASGD(0.05))
+    recorder = Recorder()
+    fit(model, TRIGGERS_AT_EPOCH_5, [recorder, NTASGD(nonmono=2, verbose=0, final_average=False)])
+    assert model.optimizer.averaging
+    np.testing.assert_array_equal(to_numpy(model.layers[1].kernel), recorder.iterates[-1])
+    assert not np.allclose(to_numpy(model.optimizer.averages[0]), recorder.iterates[-1])
+
+
+def test_test_hooks_swap_the_average_in_once_and_back_out():
+    model, weights, averages = averaging_model()
+    early = NTASGD(verbose=0)
+    early.set_model(model)
+    early.on_test_begin()  # before on_train_begin: no optimizer yet, nothing happens
+    assert_same(model.trainable_variables, weights)
+    early.on_test_end()
+    assert_same(model.trainable_variables, weights)
+
+    nt = NTASGD(verbose=0)
+    nt.set_model(model)
+    nt.on_train_begin()
+    nt.on_test_begin()
+    assert_same(model.trainable_variables, averages)
+    nt.on_test_begin()  # a second begin must not swap w_k back in
+    assert_same(model.trainable_variables, averages)
+    nt.on_test_end()
+    assert_same(model.trainable_variables, weights)
+    assert_same(model.optimizer.averages, averages)
+    nt.on_test_end()  # nothing left to swap back
+    assert_same(model.trainable_variables, weights)
+    assert_same(model.optimizer.averages, averages)
+
+    model.optimizer.stop_averaging()  # not averaging: validation uses w_k
+    nt.on_test_begin()
+    assert_same(model.trainable_variables, weights)
+    nt.on_test_end()
+    assert_same(model.trainable_variables, weights)
+
+
+def test_a_tie_with_the_older_minimum_does_not_trigger():
+    """AWD-LSTM: `val_loss > min(best_val_loss[:-nonmono])`, strictly."""
+    values = [3, 4, 5, 3, 3, 3.5]
+    # epochs 3 and 4: v = 3 == min(logs[:-2]) = 3, no trigger;
+    # epoch 5: 3.5 > min([3, 4, 5]) triggers, after 6 * 4 steps
+    history = fit(regression(ASGD(0.05)), values, [NTASGD(nonmono=2, verbose=0)])
+    assert history.history["averaging_start"] == [-1.0] * 5 + [24.0]
+
+
+class Batches(keras.utils.PyDataset):
+    """`validation_data` that is not a tuple: one batch (x, y)."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return self.x, self.y
+
+
+VALID_RNG = np.random.default_rng(7)
+X_VALID = VALID_RNG.normal(size=(16, 3)).astype("float32")
+Y_VALID = VALID_RNG.normal(size=(16, 2)).astype("float32")
+W_VALID = np.where(np.arange(16) % 2, 0.0, VALID_RNG.uniform(0.5, 3.0, 16)).astype("float32")
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "loss"])
+@pytest.mark.parametrize("data", ["weighted_tuple", "dataset"])
+def test_interval_logs_the_loss_of_the_validation_data(monitor, data):
+    """With `interval` NTASGD evaluates `validation_data` itself: the value it
+    logs is that data's loss (sample-weighted when a weight is given), read
+    under "loss" whether `monitor` has the val_ prefix or not."""
+    model = regression(ASGD(0.05))
+    validation_data = ((X_VALID, Y_VALID, W_VALID) if data == "weighted_tuple"
+                       else Batches(X_VALID, Y_VALID))
+    nt = NTASGD(monitor=monitor, nonmono=2, interval=4, validation_data=validation_data,
+                verbose=0)
+    model.fit(X, Y, batch_size=8, epochs=1, verbose=0, shuffle=False, callbacks=[nt])
+    assert not model.optimizer.averaging  # the model holds the w_4 evaluated
+    kernel, bias = snapshot(model.trainable_weights)
+    per_sample = np.mean((X_VALID @ kernel + bias - Y_VALID) ** 2, axis=-1)
+    # Keras's "sum_over_batch_size": Σ w_i·loss_i / batch size
+    weights = W_VALID if data == "weighted_tuple" else np.ones(16)
+    expected = np.sum(weights * per_sample) / len(per_sample)
+    assert len(nt.history) == 1
+    np.testing.assert_allclose(nt.history[0], expected, rtol=1e-5)
+    if data == "weighted_tuple":
+        assert abs(per_sample.mean() - expected) > 1e-2 * expected  # the weights matter
+
+
+def test_interval_evaluates_after_every_lth_step_of_the_run():
+    model = regression(ASGD(0.05))
+    steps = []
+    evaluate = model.evaluate
+
+    def recording_evaluate(*args, **kwargs):
+        steps.append(int(to_numpy(model.optimizer.iterations)))
+        return evaluate(*args, **kwargs)
+
+    model.evaluate = recording_evaluate
+    nt = NTASGD(nonmono=2, interval=4, validation_data=(X, Y), verbose=0)
+    model.fit(X[:20], Y[:20], batch_size=4, epochs=1, verbose=0, callbacks=[nt])
+    model.fit(X[:28], Y[:28], batch_size=4, epochs=1, verbose=0, callbacks=[nt])
+    assert steps == [4, 8, 12]
+
+
+def algorithm_1_trigger(values, n):
+    """The index of the first value that triggers, on the full (uncompacted) log."""
+    for i, v in enumerate(values):
+        if i > n and v > min(values[:i - n]):
+            return i
+    return None
+
+
+def test_a_compacted_log_gives_algorithm_1s_decision():
+    """Past 256 values the log is compacted with n = nonmono; the next
+    decisions are still those of Algorithm 1 on the whole log."""
+    nonmono = 3
+    improving = [1000.0 - i for i in range(257)]  # fills and compacts the log
+    for last, triggers in [(747.0, False), (747.5, True)]:  # min(values[:254]) = 747
+        values = improving + [last]
+        assert (algorithm_1_trigger(values, nonmono) == len(improving)) == triggers
+        model = regression(ASGD(0.05))
+        nt = NTASGD(nonmono=nonmono, verbose=0)
+        nt.set_model(model)
+        nt.on_train_begin()
+        for value in values:
+            assert not model.optimizer.averaging
+            nt._check(value, {})
+        assert model.optimizer.averaging == triggers
+        assert len(nt.history) < 256
+
+
+def test_get_config_recreates_the_callback():
+    cb = NTASGD(monitor="val_perplexity", nonmono=7, finetune=True, verbose=0,
+                final_average=False)
+    config = cb.get_config()
+    assert config == {"monitor": "val_perplexity", "nonmono": 7, "interval": None,
+                      "finetune": True, "verbose": 0, "final_average": False}
+    clone = NTASGD(**config)
+    assert clone.get_config() == config
+    with_interval = NTASGD(interval=3, validation_data=(X, Y), verbose=2)
+    config = with_interval.get_config()
+    assert (config["interval"], config["verbose"]) == (3, 2)
+    assert NTASGD(**config, validation_data=(X, Y)).get_config() == config
+    assert keras.saving.serialize_keras_object(cb)["registered_name"] == "keras_rnnreg>NTASGD"
+
+
+def test_from_config_round_trips():
+    cb = NTASGD(monitor="val_perplexity", nonmono=7, finetune=True, verbose=0,
+                final_average=False)
+    clone = NTASGD.from_config(cb.get_config())
+    assert (clone.monitor, clone.nonmono, clone.interval, clone.finetune, clone.verbose,
+            clone.final_average) == ("val_perplexity", 7, None, True, 0, False)
+
+
+def test_keras_serialization_round_trips():
+    cb = NTASGD(monitor="loss", nonmono=3, verbose=0)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cb))
+    assert isinstance(clone, NTASGD)
+    assert clone.get_config() == cb.get_config()
+
+
+def test_defaults_follow_awd_lstm():
+    assert NTASGD().get_config() == {
+        "monitor": "val_loss", "nonmono": 5, "interval": None, "finetune": False,
+        "verbose": 1, "final_average": True,
+    }
+
+
+def test_verbose_prints_the_trigger_and_the_fine_tuning_stop(capsys):
+    model = regression(ASGD(0.05))
+    fit(model, TRIGGERS_AT_EPOCH_5, [NTASGD(nonmono=2)])
+    # triggered at the end of epoch 5: 6 epochs of 32 / 8 steps
+    assert capsys.readouterr().out.splitlines() == [
+        "NTASGD: averaging started at iteration 24 "
+        "(val_loss=3.1000 > min of all but the last 2)."
+    ]
+    fit(model, STOPS_AT_EPOCH_5, [NTASGD(nonmono=2, finetune=True)])
+    assert capsys.readouterr().out.splitlines() == [
+        "NTASGD: fine-tuning stopped (validation no longer improving)."
+    ]
+
+
+def test_verbose_0_prints_nothing(capsys):
+    model = regression(ASGD(0.05))
+    fit(model, TRIGGERS_AT_EPOCH_5, [NTASGD(nonmono=2, verbose=0)])
+    assert model.optimizer.averaging
+    history = fit(model, STOPS_AT_EPOCH_5, [NTASGD(nonmono=2, finetune=True, verbose=0)])
+    assert len(history.history["loss"]) == 6
+    for data in [(X, Y), Batches(X, Y)]:  # its own evaluations are silent too
+        model.fit(X, Y, batch_size=8, epochs=1, verbose=0, callbacks=[
+            NTASGD(nonmono=1, interval=2, validation_data=data, verbose=0)])
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"monitor": 3}, TypeError, "Argument `monitor` must be a str. Received: monitor=3"),
+    ({"nonmono": 0}, ValueError, "Argument `nonmono` must be an int >= 1. Received: nonmono=0"),
+    ({"interval": 0, "validation_data": (X, Y)}, ValueError,
+     "Argument `interval` must be an int >= 1. Received: interval=0"),
+    ({"interval": 5}, ValueError,
+     "NTASGD with `interval` (batches) evaluates the model itself and needs "
+     "`validation_data`. Received: interval=5, validation_data=None"),
+    ({"final_average": 1}, TypeError,
+     "Argument `final_average` must be a bool. Received: final_average=1"),
+])
+def test_bad_arguments_name_the_argument(kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        NTASGD(**kwargs)
+
+
+def test_other_optimizers_error_says_how_to_compile():
+    model = regression(keras.optimizers.SGD(0.1))
+    with pytest.raises(TypeError, match=re.escape(
+            "NTASGD needs the model compiled with keras_rnnreg.optimizers.ASGD "
+            "(optionally inside GradientNoise or LossScaleOptimizer), e.g. "
+            "model.compile(optimizer=ASGD(30.0, global_clipnorm=0.25), ...). "
+            "Received: optimizer of type SGD")):
+        fit(model, [1.0], [NTASGD()])
+
+
+def test_finetune_on_a_fresh_model_averages_from_its_first_weights():
+    """finetune=True builds an unbuilt optimizer and averages from T = 0."""
+    model = regression(ASGD(0.05))
+    assert not model.optimizer.built
+    before = to_numpy(model.layers[1].kernel)
+    recorder = Recorder()
+    history = fit(model, [5, 4, 3, 2], [recorder, NTASGD(nonmono=2, finetune=True, verbose=0)])
+    assert history.history["averaging_start"] == [0.0] * 4
+    expected = np.mean([before] + recorder.iterates, axis=0)
+    np.testing.assert_allclose(to_numpy(model.layers[1].kernel), expected, rtol=1e-5, atol=1e-6)

@@ -238,9 +238,18 @@ class NTASGD(keras.callbacks.Callback):
             print(message)
 
     def get_config(self):
+        """The constructor's arguments but `validation_data` (data, not
+        configuration): with `interval`, rebuild the callback with
+        `NTASGD(**config, validation_data=...)`."""
         return {
             "monitor": self.monitor, "nonmono": self.nonmono,
             "interval": self.interval, "finetune": self.finetune,
             "verbose": self.verbose, "final_average": self.final_average,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # keras.callbacks.Callback has none, so Keras's deserialization of
+        # a registered callback failed without it.
+        return cls(**config)
 
