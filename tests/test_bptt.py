@@ -403,6 +403,125 @@ def test_rate_restored_after_the_last_step_with_batch_end_callbacks_off_the_loop
     assert rate(model) == lr
 
 
+def _rate(model):
+    return float(to_numpy(model.optimizer.learning_rate))
+
+
+def _trained_lengths(mean_lengths):
+    """Each batch's length from the running means of `seq_len` Keras logs."""
+    means = np.asarray(mean_lengths)
+    k = np.arange(1, means.size + 1)
+    return k * means - (k - 1) * np.concatenate([[0.0], means[:-1]])
+
+
+def test_resumed_fit_trains_on_the_lengths_of_its_own_epoch():
+    """fit(initial_epoch=2), as a resumed run calls it, trains epoch 2 on the
+    lengths the uninterrupted run drew for epoch 2, not on a fresh
+    sequence's epoch 0, and scales the rate by them."""
+    lr, bptt = 0.5, 4
+    tokens = np.random.default_rng(6).integers(0, 11, size=2 * 41)
+    kwargs = {"batch_size": 2, "bptt": bptt, "p": 1.0, "s": 0.7, "min_length": 1, "seed": 3}
+    reference = BPTTSequence(tokens, **kwargs)
+    epoch_0 = reference.lengths
+    reference.set_epoch(2)
+    epoch_2 = reference.lengths
+    assert epoch_2.size == epoch_0.size and not np.array_equal(epoch_2, epoch_0)
+
+    sequence = BPTTSequence(tokens, **kwargs)
+    model = bigram_lm()
+    model.compile(keras.optimizers.SGD(lr), LOSS, metrics=[seq_len])
+
+    class Record(keras.callbacks.Callback):
+        rates, means = [], []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.rates.append(_rate(self.model))
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.means.append(float(logs["seq_len"]))
+
+    record = Record()
+    model.fit(sequence, initial_epoch=2, epochs=3, verbose=0,
+              callbacks=[BPTTCallback(sequence), record])
+    np.testing.assert_allclose(_trained_lengths(record.means), epoch_2, atol=1e-3)
+    np.testing.assert_allclose(record.rates, lr * epoch_2 / bptt, rtol=1e-6)
+
+
+def test_rate_is_unscaled_after_a_fit_stopped_mid_epoch():
+    """A callback stops fit after batch 1 of a multi-batch epoch, whose rate
+    was scaled: the optimizer is left with the unscaled base rate (Keras
+    3.15 still calls `on_epoch_end` after the stop, then `on_train_end`;
+    either puts the base rate back)."""
+    lr, bptt = 0.5, 4
+    tokens = np.random.default_rng(1).integers(0, 11, size=2 * 41)
+    sequence = BPTTSequence(tokens, 2, bptt, p=0.5, s=1.0, min_length=1, seed=2)
+    assert sequence.num_batches > 3 and sequence.lengths[1] != bptt
+    model = bigram_lm()
+    model.compile(keras.optimizers.SGD(lr), LOSS)
+
+    class StopAfterBatchOne(keras.callbacks.Callback):  # listed after BPTTCallback
+        rates = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.rates.append(_rate(self.model))  # the rate batch `batch` trains with
+            if batch == 1:
+                self.model.stop_training = True  # Keras stops after this batch
+
+    stop = StopAfterBatchOne()
+    model.fit(sequence, epochs=3, verbose=0, callbacks=[BPTTCallback(sequence), stop])
+    np.testing.assert_allclose(stop.rates, lr * sequence.lengths[:2] / bptt, rtol=1e-6)
+    assert stop.rates[1] != lr  # the last batch trained with a scaled rate
+    assert _rate(model) == lr
+
+
+def test_a_fit_interrupted_mid_epoch_leaves_the_next_fit_its_base_rate():
+    """An exception mid-epoch (Ctrl-C, RunCheckpoint's stop) skips
+    on_epoch_end and on_train_end, leaving a batch's scaled rate in the
+    optimizer; the next fit with the same callback starts from the base rate
+    (a notebook that catches the interrupt and fits again)."""
+    lr, bptt = 0.5, 4
+    tokens = np.random.default_rng(1).integers(0, 11, size=2 * 41)
+    sequence = BPTTSequence(tokens, 2, bptt, p=0.5, s=1.0, min_length=1, seed=2)
+    assert sequence.lengths[0] != bptt
+    model = bigram_lm()
+    model.compile(keras.optimizers.SGD(lr), LOSS)
+    callback = BPTTCallback(sequence)
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(sequence, epochs=1, verbose=0, callbacks=[callback, Interrupt()])
+    assert _rate(model) != lr  # the first batch's scaled rate, left behind
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: seen.append(callback.base_learning_rate))
+    model.fit(sequence, epochs=1, verbose=0, callbacks=[callback, record])
+    assert seen == [lr] and _rate(model) == lr
+
+
+def test_train_end_restores_the_base_rate_of_an_epoch_that_did_not_end():
+    """Keras 3.15's fit calls `on_epoch_end` even after `stop_training`; a
+    trainer that ends training in the middle of an epoch without it (the
+    hooks called directly) still gets the base rate back from `on_train_end`."""
+    lr, bptt = 0.5, 4
+    tokens = np.random.default_rng(1).integers(0, 11, size=2 * 41)
+    sequence = BPTTSequence(tokens, 2, bptt, p=0.5, s=1.0, min_length=1, seed=2)
+    model = bigram_lm()
+    model.compile(keras.optimizers.SGD(lr), LOSS)
+    callback = BPTTCallback(sequence)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    callback.on_train_batch_begin(0)
+    callback.on_train_batch_begin(1)
+    assert _rate(model) == pytest.approx(lr * sequence.lengths[1] / bptt, rel=1e-6) != lr
+    callback.on_train_end()
+    assert _rate(model) == lr
+
+
 # ------------------------------------------------------------ state carry
 def test_stateful_lstm_fed_in_pieces_equals_one_pass():
     batch = 3
@@ -490,6 +609,30 @@ def test_token_weights_make_evaluate_report_the_mean_over_tokens():
     exact = np.sum(lengths * np.array(losses)) / lengths.sum()
     assert model.evaluate(weighted, verbose=0) == pytest.approx(exact, rel=1e-5)
     assert abs(exact - np.mean(losses)) > 1e-4  # the test can tell them apart
+
+
+def test_predict_starts_from_zero_state():
+    batch = 2
+    tokens = np.random.default_rng(7).integers(0, 11, size=batch * 20)
+    sequence = BPTTSequence(tokens, batch, 6, variable_length=False)
+    model = lstm_lm(batch)
+    stateless = lstm_lm(batch, stateful=False)
+    stateless.set_weights(model.get_weights())
+    inputs = sequence.rows[:, :6]
+    expected = to_numpy(stateless(inputs))  # from the zero state
+    callback = BPTTCallback(sequence)
+
+    def leave_state_behind():
+        model(sequence.rows[:, 10:16])
+        assert min(np.abs(to_numpy(s)).max() for s in model.layers[2].states) > 1e-3
+
+    leave_state_behind()
+    # without the callback predict starts from the state left behind
+    carried = model.predict(inputs, batch_size=batch, verbose=0)
+    assert np.abs(carried - expected).max() > 1e-3
+    leave_state_behind()
+    predicted = model.predict(inputs, batch_size=batch, verbose=0, callbacks=[callback])
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
 
 
 # ------------------------------------------------------ traces / compiles
@@ -582,6 +725,26 @@ def test_bad_batchify_and_callback_arguments():
         model.fit(
             sequence, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[BPTTCallback(sequence)]
         )
+
+
+def test_callback_rejects_more_than_one_step_per_execution():
+    sequence = BPTTSequence(np.arange(40) % 11, 2, 4, variable_length=False)
+    model = bigram_lm()
+    model.compile(keras.optimizers.SGD(0.1), LOSS, steps_per_execution=2)
+    assert model.steps_per_execution == 2
+    callback = BPTTCallback(sequence)
+    callback.set_model(model)
+    with pytest.raises(ValueError) as info:
+        callback.on_train_begin()
+    message = str(info.value)
+    assert "steps_per_execution=1" in message and "Received: steps_per_execution=2" in message
+    if BACKEND == "torch":
+        return  # Keras's torch trainer itself refuses steps_per_execution > 1 in fit
+    before = [to_numpy(w) for w in model.weights]
+    with pytest.raises(ValueError, match="BPTTCallback sets one learning rate per train step"):
+        model.fit(sequence, epochs=1, verbose=0, callbacks=[BPTTCallback(sequence)])
+    for weight, value in zip(model.weights, before, strict=True):  # no step ran
+        np.testing.assert_array_equal(to_numpy(weight), value)
 
 
 # ------------------------------------------------------------------ corpus

@@ -700,3 +700,82 @@ def test_batches_of_varying_length_train_as_the_generic_loop():
         weights.append([to_numpy(w) for w in model.weights + layer.states])
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
+
+
+TOKENS = np.array([[3, 1, 4, 1, 5, 0, 0], [2, 6, 5, 3, 5, 8, 9], [9, 7, 0, 0, 0, 0, 0],
+                   [2, 0, 1, 8, 2, 8, 0]], "int32")  # 0 is masked: padding, and a hole
+
+
+@pytest.mark.parametrize("training, rate", [(False, 0.5), (True, 0.0)],
+                         ids=["inference", "no-weight-drop"])
+@pytest.mark.parametrize("cls", [WeightDropLSTM, WeightDropGRU])
+def test_masked_call_without_weight_drop_equals_the_keras_layer(cls, training, rate):
+    """At inference, and in training with weight_dropout=0, the layer is
+    Keras's LSTM/GRU: the embedding's mask (mask_zero) reaches the
+    recurrence, whose masked steps carry the state and output forward."""
+    keras_cls = keras.layers.LSTM if cls is WeightDropLSTM else keras.layers.GRU
+    embedding = keras.layers.Embedding(10, 5, mask_zero=True)
+    # plain arrays: a tensor from the embedding would carry its mask along
+    embedded, mask = to_numpy(embedding(TOKENS)), to_numpy(embedding.compute_mask(TOKENS))
+    assert not mask.all()
+    layer = cls(6, weight_dropout=rate, seed=4, return_sequences=True, return_state=True)
+    reference = keras_cls(6, return_sequences=True, return_state=True)
+    layer.build(embedded.shape)
+    reference.build(embedded.shape)
+    reference.set_weights(layer.get_weights())
+
+    def through(rnn):  # the mask as a model passes it on
+        inputs = keras.Input((None,), dtype="int32")
+        return keras.Model(inputs, rnn(embedding(inputs)))
+
+    outputs = [to_numpy(t) for t in through(layer)(TOKENS, training=training)]
+    expected = [to_numpy(t) for t in through(reference)(TOKENS, training=training)]
+    explicit = [to_numpy(t) for t in layer(embedded, mask=mask, training=training)]
+    for out, ref, direct in zip(outputs, expected, explicit, strict=True):
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(direct, ref, rtol=0, atol=1e-6)
+    if cls is WeightDropLSTM:  # and the NumPy recurrence with the mask
+        kernel, recurrent_kernel, bias = weights_of(layer)
+        seq, h, c = numpy_lstm(embedded, kernel, recurrent_kernel, bias, mask=mask)
+        for out, ref in zip(outputs, (seq, h, c)):
+            np.testing.assert_allclose(out, ref, atol=2e-5)
+    # the mask matters: unmasked, the padded steps would move the state
+    unmasked = to_numpy(layer(embedded, training=training)[0])
+    assert np.abs(unmasked - outputs[0]).max() > 1e-3
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.0], ids=["weight-drop", "no-weight-drop"])
+@pytest.mark.parametrize("cls", [WeightDropLSTM, WeightDropGRU])
+def test_input_dropout_applies_in_training_with_the_dropped_kernel(cls, rate):
+    """Keras's own `dropout` (one input mask per sequence, drawn by the cell)
+    acts in training together with the weight mask: the output is the
+    recurrence fed x ⊙ m / (1 - p) with U' ⊙ M / (1 - w)."""
+    p = 0.3
+    layer = cls(7, weight_dropout=rate, dropout=p, seed=2, return_sequences=True)
+    layer.build(X.shape)
+    cell_state = to_numpy(layer.cell.seed_generator.state).copy()
+    out, dropped = run_and_recover_mask(layer, X)
+    out = to_numpy(out)
+    kernel, raw, bias = weights_of(layer)
+    if rate == 0.0:
+        np.testing.assert_array_equal(dropped, raw)
+    else:
+        assert 0.3 < np.mean(dropped == 0) < 0.7
+    # the input mask the call drew: the cell's generator from its state before
+    after = to_numpy(layer.cell.seed_generator.state).copy()
+    layer.cell.seed_generator.state.assign(cell_state)
+    layer.cell.reset_dropout_mask()
+    input_mask = to_numpy(layer.cell.get_dropout_mask(keras.ops.convert_to_tensor(X[:, 0])))
+    layer.cell.reset_dropout_mask()
+    layer.cell.seed_generator.state.assign(after)
+    assert input_mask.shape == (X.shape[0], X.shape[2])
+    np.testing.assert_allclose(np.unique(input_mask), [0.0, 1 / (1 - p)], rtol=1e-6)
+    reference = numpy_lstm if cls is WeightDropLSTM else numpy_gru
+    recurrence = lambda x: reference(x, kernel, dropped, bias)  # noqa: E731
+    expected = recurrence(X * input_mask[:, None, :])
+    expected = expected[0] if cls is WeightDropLSTM else expected
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+    # and not the same weights without the input dropout
+    undropped = recurrence(X)
+    undropped = undropped[0] if cls is WeightDropLSTM else undropped
+    assert np.abs(out - undropped).max() > 1e-3
