@@ -64,12 +64,19 @@ def backend_rnn(step_function, inputs, initial_states, **kwargs):
 
 def backend_lstm(*args, **kwargs):
     """`keras.src.backend.lstm`: the backend's fused LSTM (cuDNN), which
-    raises NotImplementedError where it does not apply. WeightDropLSTM calls
-    it in float32 under a 16-bit policy on JAX GPUs, as LSTM.inner_loop does
-    in the compute dtype."""
+    raises NotImplementedError where it does not apply. The LSTM engine
+    (`keras_rnnreg._lstm`) calls it as `LSTM.inner_loop` does, with U' as
+    the recurrent kernel."""
     from keras.src import backend
 
     return backend.lstm(*args, **kwargs)
+
+
+def backend_gru(*args, **kwargs):
+    """`keras.src.backend.gru`: as `backend_lstm`, for the GRU."""
+    from keras.src import backend
+
+    return backend.gru(*args, **kwargs)
 
 
 def keras_mask(x):
@@ -259,7 +266,7 @@ _RNN_LOOP = ("sequences", "initial_state", "mask", "training")
 # name -> (why keras_rnnreg needs it, probe returning None or what is wrong)
 INTERNALS = {
     "keras.src.backend.rnn": (
-        "NoisinRNN's loop over time steps with per-step noise",
+        "the LSTM engine's generic loop and NoisinRNN's, with per-step noise and U'",
         _probe_import("keras.src.backend", "rnn", ["step_function", "inputs", "initial_states",
                                                     "go_backwards", "mask", "unroll",
                                                     "input_length", "zero_output_for_mask",
@@ -270,12 +277,20 @@ INTERNALS = {
         _probe_import("keras.src.layers.rnn.dropout_rnn_cell", "DropoutRNNCell"),
     ),
     "keras.src.backend.lstm": (
-        "WeightDropLSTM's float32 call of the fused LSTM (mixed precision, JAX GPUs)",
+        "the LSTM engine's call of the fused LSTM (cuDNN) with U'",
         _probe_import("keras.src.backend", "lstm", ["inputs", "initial_state_h",
                                                     "initial_state_c", "mask", "kernel",
                                                     "recurrent_kernel", "bias", "activation",
                                                     "recurrent_activation", "return_sequences",
                                                     "go_backwards", "unroll"]),
+    ),
+    "keras.src.backend.gru": (
+        "the LSTM engine's call of the fused GRU (cuDNN) with U'",
+        _probe_import("keras.src.backend", "gru", ["inputs", "initial_state", "mask",
+                                                   "kernel", "recurrent_kernel", "bias",
+                                                   "activation", "recurrent_activation",
+                                                   "return_sequences", "go_backwards",
+                                                   "unroll", "reset_after"]),
     ),
     "keras.src.backend.get_keras_mask": (
         "Perplexity leaves masked steps (padding) out of its token mean",
@@ -299,7 +314,7 @@ INTERNALS = {
         _probe_torch_seed_generator,
     ),
     "keras.src.backend.AutocastScope": (
-        "WeightDropLSTM reads float32 weights under a 16-bit policy (JAX GPUs)",
+        "the engine reads float32 weights under a 16-bit policy (cuDNN on JAX GPUs)",
         _probe_import("keras.src.backend", "AutocastScope"),
     ),
     "Optimizer._variables, _trainable_variables, _get_variable_index, _clip_gradients": (
@@ -315,13 +330,13 @@ INTERNALS = {
         _probe_jax_state_sync,
     ),
     "LSTM.inner_loop, GRU.inner_loop, RNN.inner_loop": (
-        "the hook where weight drop swaps in U' before the fused kernel or the cell loop",
+        "the hook where our LSTM and GRU layers hand U' and noise to the engine",
         lambda: (_has_parameters(keras.layers.LSTM.inner_loop, _RNN_LOOP)
                  or _has_parameters(keras.layers.GRU.inner_loop, _RNN_LOOP)
                  or _has_parameters(keras.layers.RNN.inner_loop, _RNN_LOOP)),
     ),
     "Bidirectional reads use_cudnn of its built layers": (
-        "weight drop must not be bypassed by the fused bidirectional kernel",
+        "weight drop and noise must not be bypassed by the fused bidirectional kernel",
         _probe_bidirectional_reads_use_cudnn,
     ),
     "Embedding.variable_serialization_spec": (

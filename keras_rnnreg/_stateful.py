@@ -17,6 +17,14 @@ from keras import ops
 from keras_rnnreg._keras_compat import nested_layers, sync_jax_state
 
 
+def variables_with_states(layer, variables):
+    """`variables` and, for a stateful layer, its state variables."""
+    if layer.stateful and layer.states is not None:
+        seen = {id(v) for v in variables}
+        variables += [s for s in keras.tree.flatten(layer.states) if id(s) not in seen]
+    return variables
+
+
 class CarriedStates:
     """Mixin for Keras RNN layers: `stateful=True` carries state in `fit` everywhere.
 
@@ -29,16 +37,13 @@ class CarriedStates:
     `get_weights`/`set_weights` or what is saved. On PyTorch the fused
     LSTM/GRU receives the state variables' tensors and Keras then assigns
     the new state into them in place, which breaks the backward pass: the
-    fused kernel gets a copy.
+    loop gets a copy. (The layers on the LSTM engine, `_lstm.EngineRNN`,
+    do the same.)
     """
 
     @property
     def variables(self):
-        variables = super().variables
-        if self.stateful and self.states is not None:
-            seen = {id(v) for v in variables}
-            variables += [s for s in keras.tree.flatten(self.states) if id(s) not in seen]
-        return variables
+        return variables_with_states(self, super().variables)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if self.stateful and keras.backend.backend() == "torch":

@@ -5,7 +5,7 @@ import weakref
 import keras
 from keras import ops
 
-from keras_rnnreg._fused_rnn import torch_is_tracing
+from keras_rnnreg._lstm.torch_core import is_tracing as torch_is_tracing
 from keras_rnnreg._validation import check_bool
 
 

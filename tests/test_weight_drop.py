@@ -69,35 +69,35 @@ def spy_on_torch_kernel(monkeypatch, name):
 
 
 def spy_on_jax_scan(monkeypatch):
-    """The recurrent kernels our JAX LSTM scan (`_jax_lstm`) receives: on
-    JAX off GPUs every call that Keras would have sent to cuDNN."""
-    from keras_rnnreg import _jax_lstm
+    """The recurrent kernels the engine's JAX LSTM scan (`_lstm.jax_core`)
+    receives: on JAX off GPUs every call that Keras would have sent to cuDNN."""
+    from keras_rnnreg._lstm import jax_core
 
     calls = []
-    scan = _jax_lstm._scan_lstm()
+    scan = jax_core.scan_lstm()
 
     def spy(projected, recurrent_kernel, *args):
         calls.append(to_numpy(recurrent_kernel))
         return scan(projected, recurrent_kernel, *args)
 
-    monkeypatch.setattr(_jax_lstm, "_scan_lstm", lambda: spy)
+    monkeypatch.setattr(jax_core, "scan_lstm", lambda: spy)
     return calls
 
 
 def spy_on_tf_loop(monkeypatch):
-    """The recurrent kernels our TensorFlow LSTM loop (`_tf_lstm`)
-    receives: on TensorFlow without a GPU every call that Keras would have
-    sent to cuDNN."""
-    from keras_rnnreg import _tf_lstm
+    """The recurrent kernels the engine's TensorFlow LSTM loop
+    (`_lstm.tf_core`) receives: on TensorFlow without a GPU every call that
+    Keras would have sent to cuDNN."""
+    from keras_rnnreg._lstm import tf_core
 
     calls = []
-    loop = _tf_lstm._lstm
+    loop = tf_core.tf_lstm
 
     def spy(projected, recurrent_kernel, *args):
         calls.append(to_numpy(recurrent_kernel))
         return loop(projected, recurrent_kernel, *args)
 
-    monkeypatch.setattr(_tf_lstm, "_lstm", spy)
+    monkeypatch.setattr(tf_core, "tf_lstm", spy)
     return calls
 
 
@@ -445,9 +445,9 @@ def test_jax_fused_lstm_runs_in_float32_under_mixed_precision_on_gpus(
 ):
     """JAX's cuDNN LSTM fails to lower 16-bit types: on a GPU the fused call
     gets float32 inputs, states and weights and the output is cast back."""
-    from keras_rnnreg.layers import weight_drop
+    from keras_rnnreg._lstm import jax_core
 
-    monkeypatch.setattr(weight_drop, "_jax_on_gpu", lambda: on_gpu)
+    monkeypatch.setattr(jax_core, "on_gpu", lambda: on_gpu)
     keras.mixed_precision.set_global_policy(policy)
     compute = keras.mixed_precision.Policy(policy).compute_dtype
     calls = spy_on_dtypes(monkeypatch, "lstm")
@@ -469,9 +469,9 @@ def test_jax_fused_lstm_runs_in_float32_under_mixed_precision_on_gpus(
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's cuDNN LSTM; runs in the jax pass")
 def test_jax_mixed_precision_train_step_with_the_float32_fused_path(monkeypatch):
-    from keras_rnnreg.layers import weight_drop
+    from keras_rnnreg._lstm import jax_core
 
-    monkeypatch.setattr(weight_drop, "_jax_on_gpu", lambda: True)
+    monkeypatch.setattr(jax_core, "on_gpu", lambda: True)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     calls = spy_on_dtypes(monkeypatch, "lstm")
     model = keras.Sequential([
@@ -581,11 +581,11 @@ def test_jax_and_tf_run_their_own_lstm_loop_where_keras_would_loop(spy_lstm):
     WeightDropLSTM(5, dtype="mixed_bfloat16")(X, training=True)
     if own_loop_off_gpu():
         assert len(spy_lstm) == 2
-    else:
-        assert not layer._native_jax_applies() and not layer._native_tf_applies()
+    elif keras.backend.backend() == "torch":  # the mask takes the generic loop
+        assert len(spy_lstm) == 1
 
 
-def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):
+def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm, monkeypatch):
     layer = WeightDropLSTM(5, weight_dropout=0.5, seed=9)
     layer(X, training=True)
     # a mask, unrolling or recurrent dropout: Keras's own paths, as for its LSTM
@@ -595,8 +595,13 @@ def test_torch_runs_its_own_lstm_kernel_where_keras_would_fuse(spy_lstm):
     WeightDropLSTM(5, unroll=True)(X, training=True)
     if keras.backend.backend() == "torch":
         assert len(spy_lstm) == 1
-    else:  # elsewhere the backend's own fused LSTM, never torch's
-        assert not layer._native_torch_applies(X, None)
+    else:  # elsewhere never torch's kernel
+        from keras_rnnreg._lstm import torch_core
+
+        torch_calls = []
+        monkeypatch.setattr(torch_core, "native_lstm", lambda *a: torch_calls.append(1))
+        layer(X, training=True)
+        assert torch_calls == []
 
 
 def _cudnn_lstm_on_cpu(monkeypatch, executions):
@@ -629,9 +634,9 @@ def test_jax_gpu_masked_lstm_runs_cudnn_with_the_lengths_as_keras_loops(
     # A mask with a hole: Keras's loop. Either way two SGD steps through the
     # layer (weight drop on) equal those through Keras's own masked loop, in
     # weights, outputs and returned states.
-    from keras_rnnreg.layers import weight_drop
+    from keras_rnnreg._lstm import jax_core
 
-    monkeypatch.setattr(weight_drop, "_jax_on_gpu", lambda: True)
+    monkeypatch.setattr(jax_core, "on_gpu", lambda: True)
     executions = []
     _cudnn_lstm_on_cpu(monkeypatch, executions)
     x = X.copy()

@@ -3,7 +3,8 @@
 from keras_rnnreg.layers.artar import ARTARRegularizer
 from keras_rnnreg.layers.embedding_dropout import EmbeddingDropout
 from keras_rnnreg.layers.locked_dropout import LockedDropout
-from keras_rnnreg.layers.noisin import NoisinCell, NoisinGRU, NoisinLSTM, NoisinRNN
+from keras_rnnreg.layers.noisin import NoisinGRU, NoisinLSTM
+from keras_rnnreg.layers.noisin_cell import NoisinCell, NoisinRNN
 from keras_rnnreg.layers.tied_output import TiedEmbedding
 from keras_rnnreg.layers.weight_drop import WeightDropGRU, WeightDropLSTM
 

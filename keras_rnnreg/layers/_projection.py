@@ -1,33 +1,8 @@
 """The output projection of a language model, shared by its two layers."""
 
 import keras
-from keras import ops
 
-
-def project_tokens(inputs, kernel, bias=None):
-    """`inputs @ kernel + bias` over the last axis, as one 2-D matmul.
-
-    The leading axes (batch, time) are flattened into one before the matmul
-    and restored after it. Same values as `ops.matmul` on the 3-D hidden
-    states; but for the 3-D form XLA on a CPU computes the kernel's gradient
-    from a transposed copy of the logits' gradient, which made a language
-    model's train step markedly slower on JAX (docs/benchmarks.md,
-    "Flattened output projection"); on TensorFlow and torch both cost the
-    same.
-
-    Args:
-        inputs: Hidden states `(..., features)`.
-        kernel: `(features, units)`.
-        bias: Optional `(units,)`.
-
-    Returns:
-        `(..., units)`.
-    """
-    shape = ops.shape(inputs)
-    outputs = ops.matmul(ops.reshape(inputs, (-1, shape[-1])), kernel)
-    if bias is not None:
-        outputs = ops.add(outputs, bias)
-    return ops.reshape(outputs, (*shape[:-1], ops.shape(kernel)[-1]))
+from keras_rnnreg._lstm.math import project_tokens
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")

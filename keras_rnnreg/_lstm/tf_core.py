@@ -1,23 +1,17 @@
-"""The LSTM on TensorFlow where Keras would loop: `_jax_lstm`'s scan.
+"""The LSTM on TensorFlow where Keras would loop: `jax_core`'s scan as a
+`tf.while_loop`.
 
 Keras's TensorFlow LSTM is cuDNN's on a GPU and elsewhere its generic cell
-loop, a `tf.while_loop` that multiplies both the input and the state by
-their kernels at every step and that TensorFlow differentiates by
-accumulating the kernel gradients step by step. `NativeTfLSTM` runs the
-same computation as `_jax_lstm.NativeJaxLSTM` (whose module docstring has
-the why): the input projections of all steps in one matmul, a loop of the
-recurrent matmul and the gates (`_jax_lstm.forward_step`), and a backward
-loop of the state gradients only (`_jax_lstm.backward_step`), as a
+loop, which TensorFlow differentiates by accumulating the kernel gradients
+step by step. `tf_lstm` runs what `jax_core.scan_lstm` runs (see its
+module docstring for the why): a loop of `math.forward_step`, and a
+backward loop of the state gradients only (`math.backward_step`) as a
 `tf.custom_gradient`, the recurrent kernel's gradient one matmul after it.
 """
 
 import functools
 
-import keras
-from keras import ops
-
-from keras_rnnreg._fused_rnn import _FLOATS, keras_would_fuse
-from keras_rnnreg._jax_lstm import backward_step, forward_step, loop_arguments, time_major_loop
+from keras_rnnreg._lstm.math import backward_step, forward_step
 
 
 def _scan(step, carry, xs, num_outputs, dtype, reverse=False):
@@ -41,10 +35,9 @@ def _scan(step, carry, xs, num_outputs, dtype, reverse=False):
     return carry, tuple(array.stack() for array in arrays)
 
 
-def _lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
+def tf_lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_mode):
     """(outputs, h, c) of the time-major `projected`, with the hand-written
-    gradient; `mask` a float (time, batch, 1) tensor of 0/1 or None, `noise`
-    None or Noisin's ε (time, batch, units), a draw that gets no gradient."""
+    gradient; arguments as `jax_core.scan_lstm`'s."""
     import tensorflow as tf
 
     dtype = projected.dtype
@@ -74,7 +67,6 @@ def _lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_m
                 back, (d_h, d_c), (d_outputs, gates, h_prev, c_prev, mask, noise), 1, dtype,
                 reverse=True,
             )
-            # The recurrent kernel's gradient for all steps in one matmul.
             d_kernel = tf.einsum("tbh,tbg->hg", h_prev, d_z)
             return d_z, d_kernel, d_h0, d_c0
 
@@ -83,38 +75,8 @@ def _lstm(projected, recurrent_kernel, h0, c0, mask, noise, zero_output, noise_m
     return lstm(projected, recurrent_kernel, h0, c0)
 
 
-def lstm_loop(inputs, kernel, recurrent_kernel, bias, initial_state, mask=None,
-              go_backwards=False, zero_output_for_mask=False, noise=None, noise_mode=None):
-    """An LSTM layer's loop on TensorFlow, as Keras's `RNN.inner_loop`
-    returns it; arguments as `_jax_lstm.lstm_scan`'s."""
-    return time_major_loop(_lstm, inputs, kernel, recurrent_kernel, bias, initial_state, mask,
-                           go_backwards, zero_output_for_mask, noise, noise_mode)
-
-
 @functools.cache
-def _has_gpu():
+def has_gpu():
     import tensorflow as tf
 
     return bool(tf.config.list_logical_devices("GPU"))
-
-
-class NativeTfLSTM:
-    """Mixin for `keras.layers.LSTM` subclasses: `lstm_loop` on TensorFlow
-    without a GPU, where Keras's LSTM would take cuDNN on one (as
-    `NativeJaxLSTM`'s conditions); with a GPU Keras's paths are left as
-    they are."""
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if keras.tree.is_nested(mask):
-            mask = mask[0]
-        if self._native_tf_applies():
-            return lstm_loop(*loop_arguments(self, sequences, initial_state, mask, training))
-        return super().inner_loop(sequences, initial_state, mask=mask, training=training)
-
-    def _native_tf_applies(self):
-        return (
-            keras.backend.backend() == "tensorflow"
-            and keras_would_fuse(self)
-            and keras.backend.standardize_dtype(self.compute_dtype) in _FLOATS
-            and not _has_gpu()
-        )
