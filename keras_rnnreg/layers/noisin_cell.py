@@ -33,6 +33,7 @@ import inspect
 import keras
 from keras import ops
 from keras import tree
+from keras_rnnreg._config import from_wrapper_config
 from keras_rnnreg._keras_compat import DropoutRNNCell, backend_rnn
 from keras_rnnreg._lstm.layer import NOISE_SEED_OFFSET, draw_noise
 from keras_rnnreg._lstm.loop import pack
@@ -336,11 +337,7 @@ class NoisinCell(keras.layers.Layer, DropoutRNNCell):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        cell = keras.saving.deserialize_keras_object(
-            config.pop("cell"), custom_objects=custom_objects
-        )
-        return cls(cell, **config)
+        return from_wrapper_config(cls, config, "cell", custom_objects)
 
 
 @keras.saving.register_keras_serializable(package="keras_rnnreg")

@@ -7,6 +7,7 @@ import random
 import keras
 from keras import ops
 
+from keras_rnnreg._config import from_wrapper_config
 from keras_rnnreg._keras_compat import clip_gradients, own_optimizer_variables, random_seed_dtype
 from keras_rnnreg._threefry import standard_normal
 from keras_rnnreg._validation import check_non_negative, check_seed
@@ -167,16 +168,8 @@ class GradientNoise(keras.optimizers.Optimizer):
     """
 
     def __init__(
-        self,
-        optimizer,
-        eta=0.01,
-        gamma=0.55,
-        seed=None,
-        clipnorm=None,
-        global_clipnorm=None,
-        clipvalue=None,
-        loss_scale_factor=None,
-        name=None,
+        self, optimizer, eta=0.01, gamma=0.55, seed=None, clipnorm=None,
+        global_clipnorm=None, clipvalue=None, loss_scale_factor=None, name=None,
         **kwargs,
     ):
         if not isinstance(optimizer, keras.optimizers.Optimizer):
@@ -336,8 +329,4 @@ class GradientNoise(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        optimizer = keras.saving.deserialize_keras_object(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
-        return cls(optimizer, **config)
+        return from_wrapper_config(cls, config, "optimizer", custom_objects)
