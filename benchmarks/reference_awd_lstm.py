@@ -70,7 +70,7 @@ def preset_hyperparameters(preset=None, **overrides):
     from keras_rnnreg.models.builder import resolve_arguments
 
     preset = get_preset(PRESET_NAME) if preset is None else preset
-    arguments = resolve_arguments(preset, **overrides)
+    arguments = resolve_arguments(**preset.arguments(**overrides))
     unsupported = {
         "cell": ("lstm",),
         "noise": (None,),

@@ -487,7 +487,7 @@ def evaluate_with_cache(
     Example:
 
     ```python
-    model = language_model(10000, preset="awd-lstm", stateful=True, batch_size=1)
+    model = get_preset("awd-lstm").build(10000, stateful=True, batch_size=1)
     model.set_weights(trained.get_weights())
     result = evaluate_with_cache(model, valid_ids, **NEURAL_CACHE_DEFAULTS["ptb"])
     result.perplexity, result.cache_perplexity

@@ -11,10 +11,18 @@ language models from the command line (also `python -m keras_rnnreg`).
 
 Errors are one line on stderr and a non-zero exit (2 for bad usage, 1
 otherwise, 130 on Ctrl-C); `--debug` shows the traceback instead.
+
+Importing this module imports no Keras: `main` first sets `KERAS_BACKEND`
+from `--backend` (Keras reads it once, when first imported) and imports
+TensorFlow quietly (see `_quiet_start`). In a process that has Keras loaded
+already (`main` called from Python), `--backend` must name the loaded
+backend.
 """
 
 import argparse
+import contextlib
 import difflib
+import importlib.util
 import json
 import os
 import sys
@@ -27,11 +35,44 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _quiet_environment():
-    # TensorFlow's C++ start-up lines (no CUDA driver, CPU features) are noise
-    # to a user on a CPU machine; a user who wants them sets the variable.
+@contextlib.contextmanager
+def _descriptor_2_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _quiet_start():
+    """Starts TensorFlow, where installed, with its start-up lines unwritten.
+
+    TensorFlow's C++ runtime writes lines such as "Could not find cuda
+    drivers on your machine" straight to file descriptor 2 while it is
+    imported and lists its devices, before any logging setting applies
+    (TF_CPP_MIN_LOG_LEVEL does not stop them); to a user of the command on
+    a CPU machine they are noise. Keras (or `keras.utils.set_random_seed`,
+    on any backend) would import TensorFlow next, noisily, so the command
+    imports it first with descriptor 2 pointed at /dev/null. That import
+    imports Keras too: the backend is chosen by now. Nothing is done where
+    Keras is loaded already: the start-up was the caller's.
+    """
+    # For what TensorFlow logs later; a user who wants it sets the variable.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    if "keras" in sys.modules or "tensorflow" in sys.modules:
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    with _descriptor_2_silenced():
+        import tensorflow
+
+        # Device discovery is where "failed call to cuInit" is written.
+        tensorflow.config.list_physical_devices()
 
 
 # ------------------------------------------------------------ overrides
@@ -188,7 +229,10 @@ def build_parser():
     generate.add_argument("--allow-eos", action="store_true")
     generate.add_argument("--backend", choices=BACKENDS)
 
-    commands.add_parser("presets", help="list the presets", allow_abbrev=False)
+    presets = commands.add_parser("presets", help="list the presets", allow_abbrev=False)
+    presets.add_argument("--markdown", action="store_true",
+                         help="the table of docs/models.md: each preset's model, recipe, "
+                              "reported results and parameter count")
 
     tune = commands.add_parser("tune", help="keras-tuner search; writes a preset file",
                                allow_abbrev=False)
@@ -277,7 +321,7 @@ def _train_config(args):
     chosen = training.resolve_preset(config)  # validates the overrides now, not after loading data
     from keras_rnnreg.models.builder import resolve_arguments
 
-    resolve_arguments(chosen)  # and the model's arguments, before anything is written
+    resolve_arguments(**chosen.arguments())  # and the model's, before anything is written
     if "length_bucket" not in overrides and chosen.length_bucket is None:
         bucket = training.default_length_bucket(chosen)
         if bucket is not None:
@@ -365,6 +409,7 @@ def cmd_train(args):
 def _load_run(directory):
     import keras
 
+    import keras_rnnreg
     from keras_rnnreg.app import training
 
     if not os.path.isfile(os.path.join(directory, training.CONFIG_FILE)):
@@ -376,6 +421,7 @@ def _load_run(directory):
     if not os.path.isfile(path):
         raise CLIError(f"{directory!r} has no {training.MODEL_FILE}: the run has not finished "
                        f"(continue it with keras-rnnreg train --resume {directory}).")
+    keras_rnnreg._register_with_keras()  # the classes load_model looks up
     model = keras.saving.load_model(path)
     with open(os.path.join(directory, training.VOCAB_FILE)) as file:
         vocab = json.load(file)
@@ -441,6 +487,9 @@ def cmd_generate(args):
 def cmd_presets(args):
     from keras_rnnreg.models import PRESETS
 
+    if args.markdown:
+        print(_markdown_presets(PRESETS))
+        return 0
     print(f"{'preset':24s} {'valid/test ppl':>15s}  model — paper")
     for name, preset in PRESETS.items():
         reported = (f"{preset.reported_valid_perplexity}/{preset.reported_test_perplexity}"
@@ -449,6 +498,81 @@ def cmd_presets(args):
         print(f"{name:24s} {reported:>15s}  {preset.description} — "
               f"{preset.paper.split(',')[0]} {preset.section}")
     return 0
+
+
+def _number(value):
+    return f"{value:g}".replace("e-0", "e-")
+
+
+def _model_cell(arguments):
+    sizes = arguments["hidden_sizes"]
+    if len(set(sizes[:-1])) > 1:
+        layers = " / ".join(map(str, sizes))
+    else:  # AWD-LSTM's: all alike but (tied) the last
+        layers = f"{len(sizes)} × {sizes[0]}"
+        if sizes[-1] != sizes[0]:
+            layers += f" (last {sizes[-1]})"
+    parts = [f"{layers} {arguments['cell'].upper()}", f"embedding {arguments['embedding_size']}",
+             "tied" if arguments["tie_weights"] else "untied"]
+    if arguments["noise"]:
+        parts.append(f"{arguments['noise']} noise γ {_number(arguments['noise_level'])}")
+    rates = [f"{part} {_number(arguments[part + '_dropout'])}"
+             for part in ("embedding", "input", "hidden", "output") if arguments[part + "_dropout"]]
+    parts.append(f"{arguments['dropout_type']} dropout: {', '.join(rates)}" if rates
+                 else "no dropout")
+    for name, label in (("weight_dropout", "weight drop"), ("alpha", "AR α"), ("beta", "TAR β")):
+        if arguments[name]:
+            parts.append(f"{label} {_number(arguments[name])}")
+    if arguments["initialization"] != "paper":
+        scale = arguments["initialization"]
+        parts.append(f"init U(±{_number(scale)})" if isinstance(scale, float) else f"{scale} init")
+    return ", ".join(parts)
+
+
+def _recipe_cell(preset):
+    optimizer = {"sgd": "SGD", "asgd": "ASGD", "adam": "Adam"}[preset.optimizer]
+    if preset.nonmono:
+        optimizer += f" + NT-ASGD (n {preset.nonmono})"
+    parts = [f"{optimizer} lr {_number(preset.learning_rate)}"
+             + (" (loss summed over time)" if preset.loss_sums_over_time else "")]
+    factor = _number(preset.decay_factor or 0)
+    parts += {"epoch_decay": [f"÷{factor} per epoch after {preset.decay_start}"],
+              "plateau": [f"÷{factor} when validation does not improve"]}.get(preset.schedule, [])
+    parts.append(f"{preset.epochs} epochs" + (" + fine-tuning" if preset.finetune else ""))
+    parts.append(f"clip {_number(preset.clipnorm)}")
+    if preset.weight_decay:
+        parts.append(f"weight decay {_number(preset.weight_decay)}")
+    parts.append(f"batch {preset.batch_size}")
+    parts.append(("variable " if preset.variable_bptt else "") + f"BPTT {preset.bptt}")
+    if preset.seed is not None:
+        parts.append(f"seed {preset.seed}")
+    return ", ".join(parts)
+
+
+def _markdown_presets(presets):
+    """The preset table of docs/models.md, from the registry; the parameter
+    counts are those of each model built for the preset's dataset."""
+    from keras_rnnreg.models import presets as registry
+    from keras_rnnreg.models.builder import resolve_arguments
+
+    papers = {registry.ZAREMBA: "Zaremba", registry.ARTAR: "AR/TAR",
+              registry.NOISIN: "Noisin", registry.AWD: "AWD-LSTM"}
+    lines = ["| preset | paper, section | model | recipe | reported valid / test "
+             "| parameters (reported / ours) |", "| --- " * 6 + "|"]
+    for name, preset in presets.items():
+        count = preset.build(preset.reference_vocab_size).count_params()
+        if preset.reported_test_perplexity:
+            reported = (f"{_number(preset.reported_valid_perplexity)} / "
+                        f"{_number(preset.reported_test_perplexity)} ({preset.dataset})")
+        else:
+            reported = f"– (twin of `{preset.twin_of}`)" if preset.twin_of else "–"
+        parameters = (f"{_number(preset.reported_parameters / 1e6)}M"
+                      if preset.reported_parameters else "–")
+        cells = [f"`{name}`", f"{papers.get(preset.paper, preset.paper)} {preset.section}",
+                 _model_cell(resolve_arguments(**preset.arguments())), _recipe_cell(preset),
+                 reported, f"{parameters} / {count / 1e6:.2f}M"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def cmd_tune(args):
@@ -469,9 +593,13 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_genera
 
 
 def _select_backend(argv):
-    """Sets KERAS_BACKEND from --backend before Keras is imported; re-runs
-    the command when Keras is already loaded with another backend (the
-    package imports Keras, so `keras-rnnreg` has it loaded by now)."""
+    """Sets KERAS_BACKEND from --backend, read before the parser (which
+    imports Keras for the model arguments' flags).
+
+    Keras reads the variable once, when it is first imported; where it is
+    loaded already with another backend (`main` called in a Python process
+    that imported Keras) the flag cannot be honoured: a CLIError.
+    """
     backend = None
     for index, arg in enumerate(argv):  # `--backend X` or `--backend=X`; the last counts
         if arg == "--backend":
@@ -480,17 +608,23 @@ def _select_backend(argv):
             backend = arg.partition("=")[2]
     if backend not in BACKENDS:
         return  # no flag, or argparse reports it
-    if os.environ.get("KERAS_BACKEND") == backend:
-        return
-    os.environ["KERAS_BACKEND"] = backend
-    if "keras" in sys.modules:
-        os.execv(sys.executable, [sys.executable, "-m", "keras_rnnreg", *argv])
+    keras = sys.modules.get("keras")
+    if keras is None:
+        os.environ["KERAS_BACKEND"] = backend
+    elif keras.backend.backend() != backend:
+        raise CLIError(f"--backend {backend}: this Python process has Keras loaded with the "
+                       f"{keras.backend.backend()} backend already; run keras-rnnreg in a new "
+                       "process, or leave --backend out.")
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    _quiet_environment()
-    _select_backend(argv)
+    try:
+        _select_backend(argv)
+    except CLIError as error:
+        print(f"keras-rnnreg: error: {error}", file=sys.stderr)
+        return 2
+    _quiet_start()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -47,6 +47,26 @@ def test_every_page_with_examples_is_run():
     }
 
 
+def test_the_preset_table_is_the_registry(monkeypatch):
+    """docs/models.md's preset table is `keras-rnnreg presets --markdown`,
+    and its table of the -cpu twins names them all: a preset added or
+    changed without the page fails here."""
+    from keras_rnnreg import cli
+    from keras_rnnreg.models import PRESETS, initializers
+
+    # A count does not read the values: zeros skip the random draws, each of
+    # which costs a compilation per new shape on JAX.
+    monkeypatch.setattr(initializers, "uniform", lambda scale, seed=None: "zeros")
+    page = (ROOT / "docs" / "models.md").read_text()
+    table = re.search(r"^<!-- presets -->\n(.*?)\n<!-- /presets -->$", page,
+                      re.DOTALL | re.MULTILINE)
+    assert table, "docs/models.md: the <!-- presets --> markers are gone"
+    assert table.group(1) == cli._markdown_presets(PRESETS), (
+        "docs/models.md: put `keras-rnnreg presets --markdown` between the markers")
+    twins = re.findall(r"^\| `([a-z0-9-]+)` \| ≈", page, re.MULTILINE)
+    assert twins == [name for name, preset in PRESETS.items() if preset.twin_of]
+
+
 @functools.cache
 def _split_text(split):
     """Whole lines of `split` up to its token budget (the `<eos>` each line

@@ -37,7 +37,7 @@ def recurrent_layers(model):
 
 
 def cell_weights(layer):
-    cell = layer.cell.cell if isinstance(layer, (NoisinLSTM, NoisinGRU)) else layer.cell
+    cell = layer.cell
     return {
         "kernel": to_numpy(cell.kernel),
         "recurrent_kernel": to_numpy(cell.recurrent_kernel),
@@ -104,7 +104,7 @@ def test_every_preset_builds_with_the_papers_parameter_count(name, monkeypatch):
     preset = get_preset(name)
     vocab = preset.reference_vocab_size
     model = preset.build(vocab)
-    sizes = resolve_arguments(preset)["hidden_sizes"]
+    sizes = resolve_arguments(**preset.arguments())["hidden_sizes"]
     arguments = preset.model_arguments
     assert model.output.shape == (preset.batch_size, None, vocab)
     # The papers count what is trained; the only other weights are the AR/TAR
@@ -231,11 +231,16 @@ def test_preset_replace_and_builder_overrides():
     assert preset.model_arguments["hidden_size"] == 400  # presets are immutable
     with pytest.raises(TypeError):
         preset.model_arguments["hidden_size"] = 3
-    arguments = resolve_arguments(preset, embedding_size=8, num_layers=2)
+    arguments = resolve_arguments(**preset.arguments(embedding_size=8, num_layers=2))
     assert arguments["hidden_sizes"] == [400, 8] and arguments["batch_size"] == 40
-    # a stateless override drops the recipe's fixed batch size
-    assert resolve_arguments(preset, stateful=False)["batch_size"] is None
-    assert resolve_arguments(None) == resolve_arguments(None, **DEFAULT_ARGUMENTS)
+    # a stateless override drops the recipe's fixed batch size ...
+    assert resolve_arguments(**preset.arguments(stateful=False))["batch_size"] is None
+    assert preset.arguments(stateful=False, batch_size=4)["batch_size"] == 4
+    # ... and a hidden_size list the preset's layer count
+    assert resolve_arguments(**preset.arguments(hidden_size=[8, 200]))["num_layers"] == 2
+    with pytest.raises(ValueError, match="num_layers=3"):
+        preset.build(50, hidden_size=[8, 200], num_layers=3)
+    assert resolve_arguments() == resolve_arguments(**DEFAULT_ARGUMENTS)
     assert isinstance(get_preset("awd-lstm"), Preset)
 
 
@@ -342,7 +347,9 @@ def test_dropout_types_and_regularizers_in_place():
     ids=["awd", "zaremba", "noisin-gru"],
 )
 def test_keras_file_round_trip_gives_identical_logits(arguments, tmp_path):
-    model = language_model(**SMALL, seed=0, **arguments)
+    arguments = {**SMALL, "seed": 0, **arguments}
+    preset = arguments.pop("preset", None)
+    model = get_preset(preset).build(**arguments) if preset else language_model(**arguments)
     tokens = np.random.default_rng(0).integers(0, 12, size=(2, 7)).astype("int32")
     path = str(tmp_path / "lm.keras")
     model.save(path)
@@ -370,8 +377,11 @@ def test_compiled_model_round_trips_with_its_recipe(tmp_path):
 def test_unknown_preset_lists_the_valid_names():
     with pytest.raises(ValueError, match="Valid presets: zaremba-small.*awd-lstm-cpu"):
         get_preset("awd")
-    with pytest.raises(ValueError, match="awd-lstm-wt2"):
-        language_model(100, preset="awd-lstm-wt3")
+
+
+def test_the_builder_takes_no_preset_and_says_where_presets_build():
+    with pytest.raises(ValueError, match=r"preset.*get_preset\(name\)\.build"):
+        language_model(100, preset="awd-lstm")
 
 
 def test_unknown_override_lists_the_valid_names():
@@ -383,7 +393,7 @@ def test_unknown_override_lists_the_valid_names():
 
 def test_tied_size_mismatch_names_both_sizes():
     with pytest.raises(ValueError, match="last hidden size 300.*embedding_size=400"):
-        language_model(100, preset="awd-lstm", hidden_size=[1150, 1150, 300])
+        get_preset("awd-lstm").build(100, hidden_size=[1150, 1150, 300])
 
 
 @pytest.mark.parametrize(
@@ -404,7 +414,6 @@ def test_tied_size_mismatch_names_both_sizes():
         ({"initialization": -0.1}, ValueError, "positive float"),
         ({"noise": "cauchy"}, ValueError, "bernoulli"),
         ({"noise": "bernoulli", "noise_level": 1.5}, ValueError, "noise_level"),
-        ({"noise": "bernoulli", "weight_dropout": 0.5}, ValueError, "weight_dropout=0"),
         ({"alpha": -1.0}, ValueError, "alpha"),
         ({"tie_weights": 1}, TypeError, "tie_weights"),
         ({"seed": 1.5}, TypeError, "seed"),

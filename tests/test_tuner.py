@@ -63,7 +63,7 @@ def contains(entry, value):
 )
 def test_space_is_centred_on_the_preset(preset):
     hypermodel = LanguageModelHyperModel(10000, preset)
-    arguments = resolve_arguments(preset)
+    arguments = resolve_arguments(**get_preset(preset).arguments())
     hp, entries = space(hypermodel)
     lr = entries["learning_rate"]
     assert lr.default == get_preset(preset).learning_rate and contains(lr, lr.default)
@@ -81,7 +81,7 @@ def test_space_is_centred_on_the_preset(preset):
     # All defaults: the trial is the preset itself.
     trial = hypermodel.trial_preset(hp)
     assert trial.learning_rate == get_preset(preset).learning_rate
-    assert resolve_arguments(trial) == arguments
+    assert resolve_arguments(**trial.arguments()) == arguments
 
 
 def test_rate_windows_and_documented_ranges():
@@ -137,6 +137,7 @@ def test_build_follows_the_trial_values():
     hp.Fixed("hidden_size", 12)
     hp.Fixed("noise", "gaussian")
     hp.Fixed("noise_level_gaussian", 0.3)  # unconditional: still honoured
+    hp.Fixed("weight_dropout", 0.25)
     hp.Fixed("gradient_noise", True)
     hp.Fixed("gradient_noise_eta", 1e-9)
     model = hypermodel.build(hp)
@@ -146,8 +147,8 @@ def test_build_follows_the_trial_values():
     assert (first.units, last.units) == (12, 8)
     assert isinstance(model.optimizer, GradientNoise)
     assert (model.optimizer.eta, model.optimizer.gamma) == (1e-9, 0.55)
-    # Weight drop is not declared (nor used) while Noisin is on.
-    assert "weight_dropout" not in hp.values
+    # Weight drop composes with Noisin: declared and used while Noisin is on.
+    assert first.weight_dropout == 0.25
 
 
 def test_per_layer_hidden_sizes_scale_with_the_tuned_size():
@@ -171,7 +172,7 @@ def test_the_oracle_honours_fixed_entries(tmp_path):
         values = tuner.oracle.create_trial(f"tuner{index}").hyperparameters.values
         assert values["noise"] == "gaussian" and values["noise_level_gaussian"] == 0.3
         assert 1.0 <= values["learning_rate"] <= 2.0
-        assert "weight_dropout" not in values
+        assert 0.0 <= values["weight_dropout"] <= 1.0
 
 
 def test_fit_needs_validation_data():
@@ -256,7 +257,7 @@ def test_bayesian_search_on_token_ids_keeps_undeclared_entries_at_the_preset(tmp
     # The oracle tunes only the declared entries; the second trial is the
     # Gaussian process's proposal.
     assert set(tuner.oracle.get_space().values) == {"noise", "learning_rate"}
-    preset = resolve_arguments(get_preset("awd-lstm-cpu").replace(**TINY))
+    preset = resolve_arguments(**get_preset("awd-lstm-cpu").replace(**TINY).arguments())
     for trial in trials:
         values = trial.hyperparameters.values
         assert 10.0 <= values["learning_rate"] <= 40.0

@@ -34,9 +34,9 @@ from keras_rnnreg.models.initializers import (
 )
 from keras_rnnreg.noise import _check_noise
 
-#: The builder's arguments and their values when no preset is given: a plain
-#: two-layer LSTM language model of Zaremba et al.'s small size (2 x 200,
-#: embedding 200, untied), every regularizer off, the papers' initialization.
+#: The builder's arguments and their defaults: a plain two-layer LSTM
+#: language model of Zaremba et al.'s small size (2 x 200, embedding 200,
+#: untied), every regularizer off, the papers' initialization.
 DEFAULT_ARGUMENTS = types.MappingProxyType(
     {
         "embedding_size": 200,
@@ -81,47 +81,27 @@ _RATES = (
 def _check_names(arguments):
     unknown = sorted(set(arguments) - set(DEFAULT_ARGUMENTS))
     if unknown:
+        # The builder once took `preset=`: say where it went.
+        hint = (" For a preset: get_preset(name).build(vocab_size, **overrides)."
+                if "preset" in unknown else "")
         raise ValueError(
             f"Unknown language_model argument(s): {', '.join(unknown)}. "
-            f"Valid arguments: {', '.join(DEFAULT_ARGUMENTS)}"
+            f"Valid arguments: {', '.join(DEFAULT_ARGUMENTS)}.{hint}"
         )
 
 
-def _resolve_preset(preset):
-    # Imported here: presets build their models with this module.
-    from keras_rnnreg.models.presets import Preset, get_preset
+def resolve_arguments(**arguments):
+    """The builder arguments `language_model(..., **arguments)` uses.
 
-    if preset is None or isinstance(preset, Preset):
-        return preset
-    if isinstance(preset, str):
-        return get_preset(preset)
-    raise TypeError(
-        "Argument `preset` must be None, a preset name or a Preset. "
-        f"Received: preset={preset!r} of type {type(preset).__name__}"
-    )
-
-
-def resolve_arguments(preset=None, **overrides):
-    """The builder arguments `language_model(..., preset, **overrides)` uses.
-
-    Defaults (`DEFAULT_ARGUMENTS`), replaced by the preset's model
-    arguments, replaced by `overrides`; then validated. A stateful preset
-    supplies its recipe's batch size, which is dropped again if `overrides`
-    turn `stateful` off without naming a `batch_size`.
+    `DEFAULT_ARGUMENTS` replaced by `arguments`, then validated. A preset's
+    arguments are `Preset.arguments(**overrides)`.
 
     Returns:
         A dict with every name of `DEFAULT_ARGUMENTS`, validated, plus
         `hidden_sizes`: the list of each layer's units.
     """
-    _check_names(overrides)
-    preset = _resolve_preset(preset)
-    arguments = dict(DEFAULT_ARGUMENTS)
-    if preset is not None:
-        arguments.update(preset.model_defaults())
-    arguments.update(overrides)
-    if not arguments["stateful"] and "batch_size" not in overrides:
-        arguments["batch_size"] = None
-    return _check_arguments(arguments, explicit=set(overrides))
+    _check_names(arguments)
+    return _check_arguments({**DEFAULT_ARGUMENTS, **arguments}, explicit=set(arguments))
 
 
 def _hidden_sizes(arguments, explicit):
@@ -168,12 +148,6 @@ def _check_arguments(arguments, explicit=()):
         # The domain of γ depends on the distribution; without noise it is unused.
         checked["noise_level"] = check_real("noise_level", arguments["noise_level"])
         _check_noise(arguments["noise"], checked["noise_level"])
-        if checked["weight_dropout"] > 0:
-            raise ValueError(
-                "Noisin layers (noise is set) have no weight drop: set "
-                f"weight_dropout=0. Received: noise={arguments['noise']!r}, "
-                f"weight_dropout={checked['weight_dropout']}"
-            )
     checked["stateful"] = check_bool("stateful", arguments["stateful"])
     if arguments["batch_size"] is not None:
         checked["batch_size"] = check_positive_int("batch_size", arguments["batch_size"])
@@ -219,14 +193,15 @@ def _recurrent_layer(config, index, units):
     }
     if config["noise"] is not None:
         layer = NoisinLSTM if cell == "lstm" else NoisinGRU
-        return layer(units, noise=config["noise"], noise_level=config["noise_level"], **common)
+        return layer(units, noise=config["noise"], noise_level=config["noise_level"],
+                     weight_dropout=config["weight_dropout"], **common)
     # Also for weight_dropout=0: WeightDropLSTM/GRU carry a stateful model's
     # state between fit batches on JAX, where Keras's own layers do not.
     layer = WeightDropLSTM if cell == "lstm" else WeightDropGRU
     return layer(units, weight_dropout=config["weight_dropout"], **common)
 
 
-def language_model(vocab_size, preset=None, **overrides):
+def language_model(vocab_size, **arguments):
     """A word-level recurrent language model with the papers' regularizers.
 
     Assembles, as a functional `keras.Model` from the library's layers,
@@ -262,21 +237,20 @@ def language_model(vocab_size, preset=None, **overrides):
     U(-s, s) (Zaremba et al. §4). The papers' learning rates assume their
     initialization: see docs/models.md for the measured difference.
 
-    Arguments come from `DEFAULT_ARGUMENTS`, replaced by the preset's model
-    arguments, replaced by `overrides`.
+    Each argument defaults to `DEFAULT_ARGUMENTS`. A paper's model is
+    `get_preset(name).build(vocab_size, **overrides)`, which calls this
+    builder with the preset's arguments.
 
     Args:
         vocab_size: Int >= 2, the number of word types.
-        preset: None, a preset name (`keras_rnnreg.models.list_presets()`)
-            or a `Preset`, which supplies defaults for every argument below,
-            including its recipe's `batch_size` and `seed`.
-        **overrides: Any of (defaults without a preset in brackets):
+        **arguments: Any of (defaults in brackets):
             embedding_size: Int (200).
             hidden_size: Int, or a list with one size per layer (200).
             num_layers: Int >= 1 (2); inferred from a `hidden_size` list.
             cell: "lstm" or "gru" ("lstm").
             weight_dropout: DropConnect rate on the recurrent kernel
-                (AWD-LSTM §2) (0). Must be 0 with `noise`.
+                (AWD-LSTM §2) (0); with `noise` the Noisin layers are
+                weight-dropped too (Noisin's AWD-LSTM + Noisin, Table 5).
             noise: None or a Noisin distribution ("bernoulli", "gaussian",
                 ..., `keras_rnnreg.noise.DISTRIBUTIONS`): every recurrent
                 layer is then a Noisin layer with multiplicative noise (None).
@@ -302,7 +276,7 @@ def language_model(vocab_size, preset=None, **overrides):
                 LSTM kernel).
             seed: Optional int making initialization and masks reproducible;
                 each part of the model gets its own seed derived from it (None).
-            name: Optional model name (the preset's name, else "language_model").
+            name: Optional model name (None: "language_model").
 
     Returns:
         A `keras.Model` from int token ids `(batch, time)` to logits
@@ -318,7 +292,7 @@ def language_model(vocab_size, preset=None, **overrides):
     Example:
 
     ```python
-    model = language_model(10000, preset="awd-lstm")       # AWD-LSTM, PTB
+    model = get_preset("awd-lstm").build(10000)             # AWD-LSTM, PTB
     model = language_model(10000, hidden_size=650, embedding_size=650,
                            num_layers=2, tie_weights=True, alpha=5.0, beta=2.0,
                            input_dropout=0.5, hidden_dropout=0.4,
@@ -327,7 +301,7 @@ def language_model(vocab_size, preset=None, **overrides):
     ```
     """
     vocab_size = check_positive_int("vocab_size", vocab_size, minimum=2)
-    config = resolve_arguments(preset, **overrides)
+    config = resolve_arguments(**arguments)
     seed = config["seed"]
     initialization = config["initialization"]
 

@@ -7,34 +7,11 @@ NT-ASGD) and what the paper reports (validation/test perplexity, parameter
 count), with the paper and section it comes from. Its methods turn the
 recipe into Keras objects: `build`, `compile`, `sequences`, `callbacks`.
 
-Presets (paper, section; model; reported valid / test perplexity, parameters):
-
-- `zaremba-small`: Zaremba et al. 2014, §4.1; 2 x 200, untied, no dropout;
-  120.7 / 114.5.
-- `zaremba-medium`: Zaremba et al. 2014, §4.1; 2 x 650, untied, dropout 0.5;
-  86.2 / 82.7, 20M.
-- `zaremba-large`: Zaremba et al. 2014, §4.1; 2 x 1500, untied, dropout 0.65;
-  82.2 / 78.4, 66M.
-- `artar-650`: AR/TAR (Merity, McCann & Socher 2017), §3, Table 3; 2 x 650
-  tied, α 5, β 2; 72.0 / 68.9, 13M.
-- `noisin-medium`: Noisin (Dieng et al. 2018), §5, Table 3; 2 x 650 tied,
-  Bernoulli γ 0.41; 75.7 / 71.4, 13M.
-- `noisin-medium-dropout`: Noisin, §5, Table 3; 2 x 650 tied, dropout +
-  Bernoulli γ 0.80; 73.3 / 70.1, 13M.
-- `awd-lstm`: AWD-LSTM (Merity, Keskar & Socher 2017), §5, Table 1; 3 x 1150,
-  embedding 400, tied; 60.0 / 57.3, 24M.
-- `awd-lstm-wt2`: AWD-LSTM, §5, Table 2 (WikiText-2); as awd-lstm with input
-  dropout 0.65 and batch 80; 68.6 / 65.8, 33M.
-
-The `-cpu` twins keep a family's recipe and shrink the model to what a
-2-core CPU trains in minutes per PTB epoch; they report no perplexity:
-
-- `zaremba-cpu`: zaremba-medium's recipe; 2 x 256, embedding 256, untied,
-  init U(±0.1) (the paper's scale for its 200-unit model).
-- `artar-cpu`: artar-650's recipe; 2 x 256, embedding 256, tied.
-- `noisin-cpu`: noisin-medium's recipe; 2 x 256, embedding 256, tied.
-- `awd-lstm-cpu`: awd-lstm's recipe; 3 layers, 400 hidden (the last 200),
-  embedding 200, tied.
+The presets are `PRESETS` (`list_presets()`, `keras-rnnreg presets`);
+docs/models.md tables them, generated from this registry
+(`keras-rnnreg presets --markdown`). The `-cpu` twins keep a family's
+recipe and shrink the model to what a 2-core CPU trains in minutes per PTB
+epoch.
 
 Where the papers leave something open, the preset's `notes` say what was
 chosen and why.
@@ -179,9 +156,8 @@ class Preset:
                 f"Preset {self.name!r}: unknown model argument(s) {', '.join(unknown)}. "
                 f"Valid: {', '.join(sorted(_MODEL_ONLY_ARGUMENTS))}"
             )
-        object.__setattr__(
-            self, "model_arguments", types.MappingProxyType(dict(self.model_arguments))
-        )
+        # A frozen dataclass refuses attribute assignment; its __dict__ does not.
+        self.__dict__["model_arguments"] = types.MappingProxyType(dict(self.model_arguments))
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_non_negative("learning_rate", self.learning_rate)
@@ -217,22 +193,40 @@ class Preset:
             )
 
     # ---------------------------------------------------------------- model
-    def model_defaults(self):
-        """The builder arguments this preset supplies: its model arguments
-        plus the recipe's batch size and seed, and its name."""
-        defaults = {
+    def arguments(self, **overrides):
+        """The `language_model` arguments of this preset, with `overrides`.
+
+        The model arguments, the recipe's batch size and seed, and the
+        preset's name (and `padding_id` -1 when the recipe pads to a
+        `length_bucket`), replaced by `overrides`. Two of the preset's values
+        give way unless `overrides` name them: `num_layers` where
+        `hidden_size` is a list (which counts the layers itself), and the
+        recipe's batch size where the model is not stateful (it then takes
+        any batch).
+
+        Returns:
+            A dict of builder arguments, not yet validated
+            (`resolve_arguments(**preset.arguments())` validates them).
+        """
+        arguments = {
             **self.model_arguments,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "name": self.name.replace("-", "_"),
         }
-        if self.length_bucket is not None and defaults.get("padding_id") is None:
-            defaults["padding_id"] = DEFAULT_PADDING_ID
-        return defaults
+        if self.length_bucket is not None and arguments.get("padding_id") is None:
+            arguments["padding_id"] = DEFAULT_PADDING_ID
+        arguments.update(overrides)
+        hidden_size = arguments.get("hidden_size")
+        if isinstance(hidden_size, (list, tuple)) and "num_layers" not in overrides:
+            arguments.pop("num_layers", None)
+        if "batch_size" not in overrides and not arguments.get("stateful"):
+            del arguments["batch_size"]
+        return arguments
 
     def build(self, vocab_size, **overrides):
-        """`language_model(vocab_size, preset=self, **overrides)`."""
-        return language_model(vocab_size, preset=self, **overrides)
+        """`language_model(vocab_size, **self.arguments(**overrides))`."""
+        return language_model(vocab_size, **self.arguments(**overrides))
 
     def replace(self, **changes):
         """A copy with recipe fields and/or model arguments changed.
@@ -312,7 +306,7 @@ class Preset:
         """
         padding = evaluation_padding = {}
         if self.length_bucket is not None:  # the id the model masks
-            padding_id = self.model_defaults()["padding_id"]
+            padding_id = self.arguments()["padding_id"]
             padding = {"pad_to_multiple": self.length_bucket, "padding_id": padding_id}
             # Evaluation batches are `bptt` long but the last: padded to
             # `bptt`, one shape (the masked steps count in no loss or metric).

@@ -117,7 +117,7 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
     | `learning_rate` | Float, log | [v/3, 3v] (the paper's units) | v |
     | `hidden_size` | Int | [max(1, v//2), 2v] | v |
     | `{embedding,input,hidden,output}_dropout` | Float | [max(0, v−w), min(c, v+w)] | v |
-    | `weight_dropout` | Float, only while `noise` is "off" | as the rates | v |
+    | `weight_dropout` | Float | as the rates | v |
     | `alpha`, `beta` (AR, TAR) | Float | [0, 2v]; [0, 4] and [0, 2] if v = 0 | v |
     | `noise` | Choice | "off" and every Noisin distribution | the preset's, else "off" |
     | `noise_level_<distribution>` | Float, only while `noise` is it | see below | see below |
@@ -221,7 +221,7 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         self.rate_width = check_non_negative("rate_width", rate_width)
         self.max_rate = check_rate("max_rate", max_rate)
         # Validated once here, so a bad override fails now, not in trial 1.
-        self._arguments = resolve_arguments(self.preset)
+        self._arguments = resolve_arguments(**self.preset.arguments())
 
     # ------------------------------------------------------------ the space
     def _rate_range(self, value):
@@ -293,13 +293,11 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         # hold would make the tuner build a model just to look for it.
         entry = _entry(hp, "noise")
         choices = getattr(entry, "values", None) or [getattr(entry, "value", None)]
-        # Noisin layers have no weight drop, so it is tuned only without Noisin.
-        if NOISE_OFF in choices:
-            weight_dropout = arguments["weight_dropout"]
-            declare(
-                "Float", "weight_dropout", *self._rate_range(weight_dropout),
-                default=weight_dropout, parent_name="noise", parent_values=[NOISE_OFF],
-            )
+        # Weight drop composes with Noisin (AWD-LSTM + Noisin), so it is
+        # tuned with or without noise.
+        weight_dropout = arguments["weight_dropout"]
+        declare("Float", "weight_dropout", *self._rate_range(weight_dropout),
+                default=weight_dropout)
         for distribution, (low, high, sampling, default) in self._noise_levels().items():
             if distribution in choices:
                 declare(
@@ -346,8 +344,7 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
             "hidden_size": self._hidden_size(values["hidden_size"]),
             "alpha": values["alpha"],
             "beta": values["beta"],
-            # Absent while Noisin is on (the entry's condition is false).
-            "weight_dropout": values.get("weight_dropout", 0.0),
+            "weight_dropout": values["weight_dropout"],
             "noise": None if noise == NOISE_OFF else noise,
         }
         for name in DROPOUT_RATES[:-1]:
