@@ -240,7 +240,7 @@ PATHS = (
      "TensorFlow, no GPU; with noise every device", "LSTM, float32/float64 (the noise too), masks"),
     ("Noisin's loop in plain torch (`torch_core.noisy_lstm`)", "torch, every device",
      "LSTM with noise, no mask, float32/float64, eager"),
-    ("Keras's fused kernel (`keras.src.backend.lstm`/`gru`: cuDNN)",
+    ("Keras's fused kernel (its backend's `lstm`/`gru`: cuDNN)",
      "TensorFlow with a GPU; torch on CUDA; JAX GPUs from Keras 3.14 (its GRU: a "
      "scan on every device)",
      "no noise; where the backend declines (NotImplementedError), path 8"),
