@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 BACKENDS := tensorflow jax torch
 PYTEST_ARGS ?=
+# Two pytest-xdist workers, one per core of the CI machine (tests/conftest.py
+# gives each worker one compute thread); `make test XDIST=` runs in one process.
+XDIST ?= -n 2 --dist worksteal
 # The demo's backend: KERAS_BACKEND if set, else tensorflow.
 DEMO_BACKEND := $(or $(KERAS_BACKEND),tensorflow)
 # The oldest Keras the package supports (keras_rnnreg/_keras_compat.py); `make
@@ -50,7 +53,7 @@ $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM): $(BIN)/.installed
 
 test-keras-minimum: $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	@echo "=== KERAS_BACKEND=torch, keras==$(KERAS_MINIMUM) ==="
-	PYTHONPATH=$(KERAS_MINIMUM_DIR) KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	PYTHONPATH=$(KERAS_MINIMUM_DIR) KERAS_BACKEND=torch $(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) tests
 
 # The site (mkdocs.yml) into site/. --strict turns every warning into a
 # failure: a broken link or anchor, a page missing from the nav, an API
@@ -63,7 +66,7 @@ docs: venv
 test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests || status=1; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) tests || status=1; \
 	done; \
 	$(MAKE) --no-print-directory test-keras-minimum || status=1; \
 	echo "=== mkdocs build --strict ==="; \

@@ -8,6 +8,43 @@ import os
 # the frameworks themselves.
 os.environ.setdefault("NVIDIA_TF32_OVERRIDE", "0")
 
+
+def _quick_xla_compilations():
+    """XLA (JAX's jit, and Keras's `jit_compile` on TensorFlow) compiles at
+    LLVM optimization level 0: the suite's thousands of small programs are
+    compiled once and run for milliseconds, so compilation, not execution,
+    is most of the JAX pass, and -O0 compiles several times faster. The
+    programs compute the same operations; every test, twin and reference
+    comparison runs unchanged. An `XLA_FLAGS` that already sets the level
+    wins."""
+    if os.environ.get("RNNREG_XLA_DEFAULT_OPT"):
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+
+
+def _one_cpu_thread_per_xdist_worker():
+    """Under pytest-xdist with several workers (`make test` runs `-n 2`),
+    each worker computes on one CPU thread: the workers already keep the
+    cores busy, and a framework's thread pool per worker only oversubscribes
+    them (torch's OpenMP threads spin-wait for a core another process holds).
+    Set before any framework is imported; a value the caller exported wins.
+    The tests' subprocesses (the CLI, the distributed jobs) inherit it."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) < 2 or os.environ.get("RNNREG_NO_THREAD_LIMIT"):
+        return
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        ).strip()
+
+
+_quick_xla_compilations()
+_one_cpu_thread_per_xdist_worker()
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -30,6 +67,8 @@ def _full_float32_precision():
         import tensorflow as tf
 
         tf.config.experimental.enable_tensor_float_32_execution(False)
+        if os.environ.get("OMP_NUM_THREADS") == "1":
+            tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 _full_float32_precision()
