@@ -74,6 +74,18 @@ def _full_float32_precision():
 _full_float32_precision()
 
 
+def pytest_sessionstart(session):
+    """Under pytest-xdist the controller runs no test, so what the frameworks
+    wrote while this file imported them (TensorFlow's start-up log) would
+    stay in its captured output until exit and print after the summary. It
+    is dropped, as a single-process run files it in the first test's report."""
+    config = session.config
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.read_global_capture()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Each test starts from the same seeds and the default dtype policy."""
