@@ -31,7 +31,7 @@ preset object so that the two sides cannot drift apart:
 * evaluation: fixed-length BPTT windows, state reset at the start and
   carried through the split, perplexity = exp(mean token cross-entropy).
 
-NT-ASGD's averaging cannot trigger before its 6th validation (n = 5), so for
+NT-ASGD's averaging cannot trigger before its 7th validation (n = 5), so for
 the few epochs this reference is run for, plain SGD is exactly the recipe;
 averaging is not implemented here.
 

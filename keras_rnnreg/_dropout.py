@@ -4,9 +4,9 @@ Keras's torch dropout draws its mask with `torch.bernoulli` and returns
 `where(mask, x / keep, 0)`: a division and a select over the whole tensor,
 and both again in the backward pass, each its own pass in eager torch;
 weight drop and locked dropout run several per training step. Here the
-mask is `u < keep` for uniform u (Bernoulli(keep) exactly, and on a CPU a
-third of `torch.bernoulli`'s time: 0.54 against 1.62 ms for a 200 x 800
-weight mask), scaled by 1/keep at its own size and multiplied in once. The
+mask is `u < keep` for uniform u (Bernoulli(keep) exactly, and on a CPU
+cheaper than `torch.bernoulli`: docs/benchmarks.md, "The thin torch
+path"), scaled by 1/keep at its own size and multiplied in once. The
 seed handling is Keras's: the same generator from the same seed-generator
 step, or torch's global generator where Keras would use it (unseeded, no
 noise shape). Elsewhere this is `keras.random.dropout`.

@@ -21,8 +21,9 @@ def token_cross_entropy(y_true, y_pred, from_logits=True):
     Equal to `keras.losses.sparse_categorical_crossentropy` over the last
     axis, but computed on the logits flattened to `(tokens, vocabulary)`:
     with (batch, time, vocabulary) logits Keras's torch backend otherwise
-    runs its log-softmax over a non-contiguous view, which on an H100 made a
-    paper-size language model train 1.84× slower (docs/benchmarks.md).
+    runs its log-softmax over a non-contiguous view, which made a paper-size
+    language model train markedly slower on a GPU (measured:
+    docs/benchmarks.md, "Token loss").
 
     A negative target (`IGNORED_TARGET`, padding) gets loss 0; the model's
     mask of padded steps then makes Keras average over the real tokens.
@@ -57,7 +58,7 @@ def token_cross_entropy(y_true, y_pred, from_logits=True):
 # The per-token losses of the last `TokenCrossEntropy` call, for `Perplexity`
 # on the same (y_true, y_pred) objects: in an eager torch train step the
 # metric would otherwise run a second full log-softmax over the vocabulary
-# (5% of an awd-lstm-cpu step on a CPU, docs/benchmarks.md). Compiled
+# (measured: docs/benchmarks.md, "The thin torch path"). Compiled
 # backends merge the two computations themselves, and their traced tensors
 # must not outlive the trace, so nothing is kept there.
 _last_losses = None

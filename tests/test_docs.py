@@ -14,6 +14,7 @@ in examples/ run with their corpus sizes cut the same way.
 
 import builtins
 import functools
+import html.parser
 import importlib.util
 import math
 import re
@@ -177,3 +178,111 @@ def test_noisin_lm_runs(tmp_path, capsys):
     noisin_lm.main(["--data-dir", str(tmp_path / "data" / "ptb"), "--train-tokens", "0",
                     "--valid-tokens", "0", "--units", "16", "--epochs", "1"])
     assert "best validation perplexity" in capsys.readouterr().out
+
+
+
+class _RenderedPage(html.parser.HTMLParser):
+    """A built page's equations, the elements pymdownx.arithmatex marks with
+    class "arithmatex" (what MathJax typesets), and the rest of its visible
+    text, with code and scripts left out."""
+
+    SKIPPED = {"code", "pre", "script", "style", "textarea", "kbd", "samp"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.inside = None  # [tag, "math" or "skip", depth] of the element we are in
+        self.equations = []  # (tag, TeX source as the page holds it)
+        self.text = []
+
+    def handle_starttag(self, tag, attrs):
+        if self.inside:
+            self.inside[2] += tag == self.inside[0]
+        elif "arithmatex" in (dict(attrs).get("class") or "").split():
+            self.inside = [tag, "math", 1]
+            self.equations.append((tag, []))
+        elif tag in self.SKIPPED:
+            self.inside = [tag, "skip", 1]
+
+    def handle_endtag(self, tag):
+        if self.inside and tag == self.inside[0]:
+            self.inside[2] -= 1
+            if not self.inside[2]:
+                self.inside = None
+
+    def handle_data(self, data):
+        if self.inside is None:
+            self.text.append(data)
+        elif self.inside[1] == "math":
+            self.equations[-1][1].append(data)
+
+
+#: TeX outside an equation: a delimiter MathJax would not see there ($$ is
+#: not one of ours at all) or a command such as \frac, \sum, \mathbf.
+_STRAY_TEX = re.compile(r"\$\$|\\[()\[\]]|\\[A-Za-z]+")
+
+
+def _math_problems(html_text):
+    """What is wrong with a built page's math: equations not wrapped in the
+    delimiters the MathJax configuration (docs/javascripts/mathjax.js) reads,
+    \\( \\) inline and \\[ \\] displayed, and TeX outside any equation."""
+    page = _RenderedPage()
+    page.feed(html_text)
+    problems = []
+    for tag, parts in page.equations:
+        tex = "".join(parts).strip()
+        opening, closing = ("\\(", "\\)") if tag == "span" else ("\\[", "\\]")
+        if not (tex.startswith(opening) and tex.endswith(closing)):
+            problems.append(f"equation not in {opening} {closing}: {tex[:60]!r}")
+    for text in page.text:
+        for stray in _STRAY_TEX.finditer(text):
+            context = text[max(0, stray.start() - 30):stray.end() + 30]
+            problems.append(f"{stray.group()!r} outside an equation: {context!r}")
+    return page.equations, problems
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    """The site as `make docs` builds it (mkdocs.yml; not strict: `make
+    docs` checks the warnings), into a scratch directory."""
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+
+    site = tmp_path_factory.mktemp("site")
+    build(load_config(str(ROOT / "mkdocs.yml"), site_dir=str(site)))
+    return site
+
+
+def test_every_equation_of_the_built_site_is_inside_the_math_delimiters(built_site):
+    pages = sorted(built_site.rglob("*.html"))
+    problems, equations = [], 0
+    for page in pages:
+        found, wrong = _math_problems(page.read_text())
+        equations += len(found)
+        problems += [f"{page.relative_to(built_site)}: {problem}" for problem in wrong]
+    assert not problems, "\n".join(problems)
+    # The check saw the equations: Noisin's displayed Eq. (12)-(14) among them.
+    noisin, _ = _math_problems((built_site / "noisin" / "index.html").read_text())
+    displayed = ["".join(tex) for tag, tex in noisin if tag == "div"]
+    assert any("\\tag{14}" in tex for tex in displayed), displayed
+    assert equations >= 20
+
+
+@pytest.mark.parametrize("html_text, problem", [
+    ('<p>\\[ x \\tag{14}\n] Under this</p>', "outside an equation"),  # Eq. (14) as it was
+    ('<p>so $$x^2$$ here</p>', "'$$' outside"),
+    ('<p>a \\frac{1}{2} b</p>', "'\\\\frac' outside"),
+    ('<div class="arithmatex">x = 1</div>', "equation not in"),
+    ('<span class="arithmatex">\\[x\\]</span>', "equation not in"),
+])
+def test_the_math_check_finds_broken_equations(html_text, problem):
+    _, problems = _math_problems(html_text)
+    assert any(problem in found for found in problems), problems
+
+
+def test_the_math_check_passes_equations_in_their_delimiters_and_code():
+    equations, problems = _math_problems(
+        '<p>a <span class="arithmatex">\\(x\\)</span> <code>"\\n" \\frac</code></p>'
+        '<div class="arithmatex">\\[\\frac{1}{2} <span>\\sum</span>\\]</div>')
+    assert problems == []
+    assert [(tag, "".join(tex)) for tag, tex in equations] == [
+        ("span", "\\(x\\)"), ("div", "\\[\\frac{1}{2} \\sum\\]")]

@@ -550,6 +550,23 @@ def test_a_compacted_log_gives_algorithm_1s_decision():
         assert len(nt.history) < 256
 
 
+def test_awd_lstm_n_5_triggers_at_the_7th_validation_at_the_earliest():
+    """With n = 5 (the default) the earliest trigger is the 7th validation:
+    the test needs more than n logged values before the check. Every value
+    after the first is worse than it, the fastest possible trigger."""
+    values = [1.0] + [2.0] * 7
+    assert algorithm_1_trigger(values, 5) == 6  # index 6: the 7th value
+    model = regression(ASGD(0.05))
+    nt = NTASGD(verbose=0)
+    nt.set_model(model)
+    nt.on_train_begin()
+    started = []
+    for value in values:
+        nt._check(value, {})
+        started.append(bool(model.optimizer.averaging))
+    assert started == [False] * 6 + [True] * 2
+
+
 def test_get_config_recreates_the_callback():
     cb = NTASGD(monitor="val_perplexity", nonmono=7, finetune=True, verbose=0,
                 final_average=False)

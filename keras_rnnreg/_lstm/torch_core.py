@@ -4,8 +4,9 @@ Keras's torch backend sends `keras.layers.LSTM` to `torch._VF.lstm` (the
 kernel behind `torch.nn.LSTM`, and the GRU to `torch._VF.gru`) only on
 CUDA; elsewhere it runs a Python loop over the time steps, issuing every
 step's matmul and gate operations, forward and backward, from Python. On a
-CPU that loop costs 2.5x the native kernel at AWD-LSTM's CPU size
-(docs/benchmarks.md). `torch._VF.lstm` computes the same LSTM (gates i, f,
+CPU that loop is markedly slower than the native kernel at AWD-LSTM's
+CPU size (measured: docs/benchmarks.md, "The thin torch path").
+`torch._VF.lstm` computes the same LSTM (gates i, f,
 c, o) in C++ on every device, and `torch._VF.gru` Keras's `reset_after=True`
 GRU (gates reordered from Keras's z, r, h to torch's r, z, n). Keras keeps
 its call to them behind the CUDA check, so it is written here.

@@ -191,13 +191,14 @@ def make_synthetic_corpus(
     the source's own, computed exactly with the forward algorithm. A model's
     test perplexity is to be read against `corpus.oracle_perplexity`.
 
-    The defaults take about 0.4 s to make (sampling and the forward
-    algorithm on the three splits). They are sized so that an unregularized
-    2 x 256 LSTM language model overfits the 60k training tokens after about
-    5 epochs while a regularized one keeps improving towards the oracle,
-    and a small regularized model gets to about 1.25 times the oracle
-    perplexity in under two minutes on a 2-core CPU
-    (benchmarks/synthetic_calibration.py).
+    The defaults are quick to make (sampling and the forward algorithm on
+    the three splits) and sized so that an unregularized 2 x 256 LSTM
+    language model overfits the 60k training tokens within a few epochs
+    while a regularized one keeps improving towards the oracle, and a small
+    regularized model gets near the oracle perplexity in the couple of
+    minutes a demo can afford on a CPU (measured with
+    benchmarks/synthetic_calibration.py: docs/benchmarks.md, "The synthetic
+    corpus and make demo").
 
     Args:
         seed: Int >= 0; the source's parameters and the three streams are

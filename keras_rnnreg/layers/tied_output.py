@@ -89,8 +89,8 @@ class TiedEmbedding(keras.layers.Embedding):
         bias = ops.cast(self.output_bias, self.compute_dtype) if self.use_output_bias else None
         if keras.backend.backend() == "torch":
             # One addmm in eager torch, where a matmul and then the bias
-            # would be two passes over the (tokens, vocabulary) logits: 4%
-            # of an awd-lstm-cpu step on a CPU (docs/benchmarks.md).
+            # would be two passes over the (tokens, vocabulary) logits
+            # (measured: docs/benchmarks.md, "The thin torch path").
             import torch
 
             return torch.nn.functional.linear(inputs, embeddings, bias)

@@ -10,14 +10,14 @@ which is PyTorch's `nn.LSTM`/`nn.GRU` default, with one exception: Noisin
 initializes all biases to 0. The softmax follows AWD-LSTM's reference code
 (`init_weights`): decoder bias 0, an untied decoder's weights U(-0.1, 0.1).
 Zaremba et al. (2014, §4) instead draw every parameter from U(-s, s) with
-s = 0.1 / 0.05 / 0.04 for the small / medium / large model.
+s = 0.1 / 0.05 / 0.04 for the small / medium / large model (sources:
+docs/models.md, "Where Zaremba's numbers come from").
 
 Keras's defaults differ everywhere (Glorot-uniform kernels, orthogonal
 recurrent kernels, zero biases plus a forget-gate bias of 1, embeddings
 U(-0.05, 0.05)), and the papers' constant SGD learning rates are tuned for
-their initialization: an earlier session measured, on an H100, validation
-perplexity 221-268 after 5 epochs for a paper-size AWD-LSTM with Keras's
-defaults against 155-157 with these (the PyTorch reference: 161).
+their initialization: with Keras's defaults a paper-size AWD-LSTM trains
+markedly worse at the same rate (measured: docs/models.md, "Initialization").
 
 Every function returns stock `keras.initializers.RandomUniform`/`Zeros`
 objects, so models built with them save and load without custom objects.

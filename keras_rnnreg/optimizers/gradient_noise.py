@@ -121,13 +121,13 @@ class GradientNoise(keras.optimizers.Optimizer):
     """Annealed Gaussian gradient noise around any Keras optimizer.
 
     Neelakantan et al. (2015), *Adding Gradient Noise Improves Learning for
-    Very Deep Networks*, section 3, equation (1)-(2): at step t (the number of
+    Very Deep Networks*, section 3, equation (1): at step t (the number of
     updates applied so far: 0, 1, 2, ...) every gradient gets independent noise
 
         g_t ← g_t + N(0, σ_t²),   σ_t² = η / (1 + t)^γ
 
     and the wrapped optimizer then applies g_t as usual. The paper uses
-    γ = 0.55 and η ∈ {0.01, 0.3, 1.0}.
+    γ = 0.55 and η ∈ {0.01, 1.0} (section 3: "selecting η from {0.01, 1.0}").
 
     Order of operations: loss-scale unscaling, then gradient clipping
     (`clipnorm`, `global_clipnorm` or `clipvalue`, given here or on the
