@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 # The suite compares against NumPy references at float32 precision. On
@@ -42,8 +43,37 @@ def _one_cpu_thread_per_xdist_worker():
         ).strip()
 
 
+def _one_compilation_cache_per_run():
+    """JAX's persistent compilation cache in one temporary directory per
+    pytest run, shared by its xdist workers and the command-line processes
+    the tests start (all inherit the variables from the controller, which
+    creates the directory and removes it at exit).
+
+    Many tests build the same tiny model and compile the same train, test
+    and predict steps; JAX keys its cache on the program itself (not on the
+    Python function or the test), so each program after the first is loaded
+    instead of compiled; the default threshold (cache what took 1 s or more)
+    is lowered to 0 for the suite's quick compilations. Nothing outlives the
+    run: every `make test` starts from an empty cache, as CI does. A
+    `JAX_COMPILATION_CACHE_DIR` the caller exported wins, and
+    `RNNREG_TEST_JAX_CACHE=0` turns it off. Tests that examine the command
+    line's own cache suspend it (`suite_compilation_cache_suspended`)."""
+    if os.environ.get("RNNREG_TEST_JAX_CACHE") == "0" or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="rnnreg-jax-cache-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
+
 _quick_xla_compilations()
 _one_cpu_thread_per_xdist_worker()
+_one_compilation_cache_per_run()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -71,7 +101,43 @@ def _full_float32_precision():
             tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
+def _quick_graph_building():
+    """On TensorFlow, Grappler's graph rewrites (constant folding, layout,
+    remapping: speed-ups for long runs) are skipped: they cost more than
+    the milliseconds each of the suite's small programs runs, and the
+    programs compute the same. `RNNREG_XLA_DEFAULT_OPT=1` keeps them, as it
+    keeps XLA's default optimization level."""
+    if keras.backend.backend() == "tensorflow" and not os.environ.get("RNNREG_XLA_DEFAULT_OPT"):
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
+@contextlib.contextmanager
+def suite_compilation_cache_suspended():
+    """Within the block JAX has no compilation cache (the command line's
+    `run_compilation_cache` then sets its own, as for a user who set none)."""
+    path = jax_cache = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        path = jax.config.jax_compilation_cache_dir
+    if not path:
+        yield
+        return
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax_cache.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", path)
+
+
 _full_float32_precision()
+_quick_graph_building()
 
 
 def pytest_sessionstart(session):

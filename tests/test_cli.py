@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import suite_compilation_cache_suspended
 from keras_rnnreg import cli
 from keras_rnnreg.app import training
 
@@ -502,7 +503,8 @@ def compilation_events(monkeypatch):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.monitoring.register_event_listener(listener)
     try:
-        yield events
+        with suite_compilation_cache_suspended():  # the command line's own cache, as a user's
+            yield events
     finally:
         jax.monitoring.unregister_event_listener(listener)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", previous)
