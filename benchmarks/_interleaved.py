@@ -5,10 +5,21 @@ first (traced, compiled); then every repeat times `batches` steps of each
 model in turn, so the drifts of a shared machine hit all of them alike.
 """
 
+import os
 import statistics
 import time
 
 import numpy as np
+
+
+def one_xla_thread(threads):
+    """With `threads` == 1, XLA (JAX's CPU backend) computes on one thread.
+    Call before JAX is imported: its CPU thread pool is fixed when it starts."""
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "")
+            + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
 
 
 def set_threads(threads):

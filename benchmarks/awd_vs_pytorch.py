@@ -76,21 +76,18 @@ def _parse(argv):
     return args
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _interleaved import one_xla_thread, print_medians, set_threads, time_interleaved  # noqa: E402
+
 ARGS = _parse(sys.argv[1:]) if __name__ == "__main__" else None
-if ARGS is not None and ARGS.threads == 1:
-    # XLA's CPU thread pool is fixed when JAX starts.
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
+if ARGS is not None:
+    one_xla_thread(ARGS.threads)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_awd_lstm as reference  # noqa: E402
-from _interleaved import print_medians, set_threads, time_interleaved  # noqa: E402
 
 from keras_rnnreg.models import get_preset  # noqa: E402
 
