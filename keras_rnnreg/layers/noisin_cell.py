@@ -28,6 +28,7 @@ raises an error pointing to `NoisinRNN`; a cell can also be given its noise
 explicitly as the pair `(x_t, eps_t)`.
 """
 
+import contextlib
 import inspect
 
 import keras
@@ -91,19 +92,16 @@ class _StepNoise:
     value = None
 
 
-class _noise_bound:
+@contextlib.contextmanager
+def _noise_bound(cells, noises):
     """Gives each NoisinCell its noise for the calls made inside the block."""
-
-    def __init__(self, cells, noises):
-        self.cells, self.noises = cells, noises
-
-    def __enter__(self):
-        self.previous = [cell._step_noise.value for cell in self.cells]
-        for cell, noise in zip(self.cells, self.noises):
-            cell._step_noise.value = noise
-
-    def __exit__(self, *exc):
-        for cell, noise in zip(self.cells, self.previous):
+    previous = [cell._step_noise.value for cell in cells]
+    for cell, noise in zip(cells, noises):
+        cell._step_noise.value = noise
+    try:
+        yield
+    finally:
+        for cell, noise in zip(cells, previous):
             cell._step_noise.value = noise
 
 
