@@ -4,7 +4,7 @@ language models from the command line (also `python -m keras_rnnreg`).
     keras-rnnreg train                          # the embedded synthetic corpus
     keras-rnnreg train --dataset ptb --manual-dir ../shared/data/ptb --preset awd-lstm-cpu
     keras-rnnreg train --resume runs/awd        # continues exactly
-    keras-rnnreg evaluate runs/awd [--cache]
+    keras-rnnreg evaluate runs/awd [--cache] [--dynamic]
     keras-rnnreg generate runs/awd --length 40 --temperature 0.8
     keras-rnnreg presets
     keras-rnnreg tune --dataset synthetic --tuner random --max-trials 4
@@ -116,6 +116,14 @@ def _float_names():
     return recipe | {name for name, value in DEFAULT_ARGUMENTS.items() if isinstance(value, float)}
 
 
+# What `keras-rnnreg tune` searches (LanguageModelHyperModel's space, where
+# `noise_level` is one entry per distribution): such a flag centres the
+# search, every other override flag fixes its value in every trial.
+SEARCHED = ("learning_rate", "hidden_size", "embedding_dropout", "input_dropout",
+            "hidden_dropout", "output_dropout", "weight_dropout", "alpha", "beta",
+            "num_experts", "latent_dropout", "noise", "noise_level")
+
+
 def _add_override_flags(group):
     # Not given: no attribute (SUPPRESS), so that "none" can say None.
     for name in _override_names():
@@ -134,8 +142,20 @@ def _overrides(args):
 
 # ------------------------------------------------------------ parser
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a usage error as one line (after the program's name)
-    that names the closest real flags of an unknown one."""
+    """argparse, with no abbreviated flags and a usage error as one line
+    (after the program's name) that names the closest real flags of an
+    unknown one.
+
+    Abbreviations are off for every parser (the subcommands' too, which
+    `add_subparsers(parser_class=_Parser)` makes with this class): an
+    abbreviation would be read as whatever flag it starts (`--dropout` as
+    `--dropout-type`), and `--backe jax` would be parsed but not seen by
+    `_select_backend`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         if message.startswith("unrecognized arguments:"):
@@ -146,11 +166,12 @@ class _Parser(argparse.ArgumentParser):
             for flag in message.split(":", 1)[1].split():
                 if flag.startswith("--"):
                     name = flag.split("=")[0]
-                    close = [k for k in known if name[2:] in k]  # --dropout: every *-dropout
-                    close += [k for k in difflib.get_close_matches(name, known, n=5, cutoff=0.6)
-                              if k not in close]
+                    # difflib's closest, then every flag holding the name
+                    # (--dropout: each *-dropout), however far.
+                    close = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+                    close += [k for k in known if name[2:] in k and k not in close]
                     if close:
-                        hints.append(f"{name}: did you mean {', '.join(close[:6])}?")
+                        hints.append(f"{name}: did you mean {', '.join(close[:10])}?")
             message = "; ".join([message] + hints)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -164,13 +185,16 @@ def _all_parsers(parser):
     return parsers
 
 
+def _wrapped(text):
+    import textwrap
+
+    return textwrap.fill(text, 79, break_on_hyphens=False)
+
+
 def build_parser():
-    # allow_abbrev=False: an abbreviation would be read as whatever flag it
-    # starts (`--dropout` as `--dropout-type`), and `--backe jax` would be
-    # parsed but not seen by `_select_backend`.
     parser = _Parser(
         prog="keras-rnnreg", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from keras_rnnreg import __version__
 
@@ -178,8 +202,10 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    # Epilogs wrapped here: argparse's wrapping breaks flags at their hyphens.
+    raw = argparse.RawDescriptionHelpFormatter
     train = commands.add_parser("train", help="train a preset on a dataset (or resume a run)",
-                                allow_abbrev=False)
+                                formatter_class=raw)
     data = train.add_argument_group("data")
     data.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default=None,
                       help="default: synthetic (the embedded corpus)")
@@ -204,22 +230,38 @@ def build_parser():
                           "90s/10m/1h (default: 10m; 0: at epoch ends only)")
     run.add_argument("--tensorboard", action="store_true", help="write TensorBoard logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.epilog = ("Any model argument or recipe field is a flag: " +
+    train.epilog = _wrapped("Any model argument or recipe field is a flag: " +
                     ", ".join("--" + n.replace("_", "-") for n in _override_names()))
 
-    evaluate = commands.add_parser("evaluate", help="test perplexity of a trained run",
-                                   allow_abbrev=False)
+    evaluate = commands.add_parser("evaluate", help="test perplexity of a trained run")
     evaluate.add_argument("run", help="a run directory (keras-rnnreg train --output)")
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    evaluate.add_argument("--batch-size", type=_evaluation_batch_size, metavar="N|paper",
+                          help="read the split in N rows, the trained weights copied into a "
+                               "model built for N (a stateful model's batch is fixed); paper: "
+                               "the preset's paper's (AWD-LSTM: valid 10, test 1). Default: "
+                               "the training batch size")
     evaluate.add_argument("--cache", action="store_true",
                           help="also with the neural cache pointer (AWD-LSTM §7)")
     evaluate.add_argument("--window", type=int, help="cache window (default: the dataset's tuned one)")
     evaluate.add_argument("--lambd", type=float, help="cache mixture weight λ")
     evaluate.add_argument("--theta", type=float, help="cache flatness θ")
+    evaluate.add_argument("--dynamic", action="store_true",
+                          help="also with dynamic evaluation (Krause et al. 2018): the weights "
+                               "adapt to each segment after scoring it, steps normalized by "
+                               "RMS gradients gathered on the run's whole training split "
+                               "(every token, in 100 rows); one stream unless --batch-size")
+    evaluate.add_argument("--dynamic-lr", type=float,
+                          help="dynamic evaluation's learning rate η (default: 5e-05, "
+                               "Krause et al.'s PTB value)")
+    evaluate.add_argument("--dynamic-decay", type=float,
+                          help="dynamic evaluation's decay λ towards the trained weights "
+                               "(default: 0.002)")
+    evaluate.add_argument("--segment-length", type=int,
+                          help="dynamic evaluation's tokens per update (default: 5)")
     evaluate.add_argument("--backend", choices=BACKENDS)
 
-    generate = commands.add_parser("generate", help="sample text from a trained run",
-                                   allow_abbrev=False)
+    generate = commands.add_parser("generate", help="sample text from a trained run")
     generate.add_argument("run")
     generate.add_argument("--length", type=int, default=50)
     generate.add_argument("--temperature", type=float, default=1.0)
@@ -229,13 +271,13 @@ def build_parser():
     generate.add_argument("--allow-eos", action="store_true")
     generate.add_argument("--backend", choices=BACKENDS)
 
-    presets = commands.add_parser("presets", help="list the presets", allow_abbrev=False)
+    presets = commands.add_parser("presets", help="list the presets")
     presets.add_argument("--markdown", action="store_true",
                          help="the table of docs/models.md: each preset's model, recipe, "
                               "reported results and parameter count")
 
     tune = commands.add_parser("tune", help="keras-tuner search; writes a preset file",
-                               allow_abbrev=False)
+                               formatter_class=raw)
     tune.add_argument("--dataset", choices=("synthetic", "ptb", "wikitext2"), default=None,
                       help="default: synthetic")
     tune.add_argument("--data-dir")
@@ -250,7 +292,14 @@ def build_parser():
     tune.add_argument("--output", default="tuning", help="directory of the search and the preset file")
     tune.add_argument("--backend", choices=BACKENDS)
     _add_override_flags(tune)
-    tune.epilog = "Model arguments and recipe fields are flags, as for train: the search is centred on them."
+    searched = [n for n in _override_names() if n in SEARCHED]
+    fixed = [n for n in _override_names() if n not in SEARCHED]
+    tune.epilog = _wrapped(
+        "Model arguments and recipe fields are flags, as for train. These centre the "
+        "search (it samples around the value given, or the preset's): "
+        + ", ".join("--" + n.replace("_", "-") for n in searched)
+        + "; gradient noise is searched too (off or on, its eta). These fix their value "
+        "in every trial: " + ", ".join("--" + n.replace("_", "-") for n in fixed) + ".")
     return parser
 
 
@@ -281,6 +330,7 @@ def _dataset_spec(args):
     if name == "synthetic":
         seed = getattr(args, "synthetic_seed", None)
         return {"name": "synthetic", "seed": 0 if seed is None else seed}
+    _require("tensorflow_datasets", f"--dataset {name}")
     return {"name": name, "manual_dir": args.manual_dir and os.path.abspath(args.manual_dir),
             "tfds_dir": args.tfds_dir and os.path.abspath(args.tfds_dir)}
 
@@ -314,6 +364,7 @@ def _train_config(args):
     from keras_rnnreg.models import get_preset
 
     resolved = get_preset(preset)  # ValueError lists the valid names
+    training.drop_finetuning_without_nonmono(resolved, overrides)
     config = {"dataset": dataset, "preset": preset, "overrides": overrides,
               "seed": args.seed, "epochs": epochs or resolved.epochs}
     if overrides.get("length_bucket") == 0:  # off, as `none` says too
@@ -342,6 +393,8 @@ def cmd_train(args):
     dataset = None
     if args.epochs is not None and args.epochs < 1:
         raise CLIError(f"--epochs must be >= 1. Received: {args.epochs}")
+    if args.tensorboard:
+        _require("tensorflow", "--tensorboard (Keras writes the logs with tf.summary)")
     try:  # a bad value fails before any work
         training.parse_checkpoint_every(args.checkpoint_every)
     except ValueError as error:
@@ -406,6 +459,18 @@ def cmd_train(args):
     return 0
 
 
+def _evaluation_batch_size(text):
+    if text == "paper":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a batch size >= 1 or 'paper'. Received: {text!r}")
+    return value
+
+
 def _load_run(directory):
     import keras
 
@@ -434,40 +499,74 @@ def cmd_evaluate(args):
     unused = [f"--{k}" for k in ("window", "lambd", "theta") if getattr(args, k) is not None]
     if unused and not args.cache:
         raise CLIError(f"{', '.join(unused)}: settings of the neural cache; add --cache.")
-    config, model, _ = _load_run(args.run)
+    unused = [f"--{k.replace('_', '-')}" for k in ("dynamic_lr", "dynamic_decay", "segment_length")
+              if getattr(args, k) is not None]
+    if unused and not args.dynamic:
+        raise CLIError(f"{', '.join(unused)}: settings of dynamic evaluation; add --dynamic.")
+    config, model, vocab = _load_run(args.run)
     with run_compilation_cache(args.run):
-        return _evaluate(args, config, model)
+        return _evaluate(args, config, model, len(vocab))
 
 
-def _evaluate(args, config, model):
+def _evaluate(args, config, model, vocab_size):
     from keras_rnnreg.app import training
     from keras_rnnreg.app.data import load_dataset
 
     corpus, oracle = load_dataset(config["dataset"])
     preset = training.resolve_preset(config)
     tokens = corpus.test if args.split == "test" else corpus.valid
+    batch_size = getattr(args, "batch_size", None) or preset.batch_size
+    if batch_size == "paper":
+        batch_size = training.protocol_batch_size(preset, args.split)
+    model, preset = training.rebatched(model, preset, vocab_size, batch_size)
     _, sequence = preset.sequences(corpus.train, tokens)
     perplexity = training.evaluate_perplexity(model, sequence)
-    line = f"{args.split} perplexity {perplexity:.2f}"
+    line = f"{args.split} perplexity {perplexity:.2f} (batch {batch_size}"
     if oracle:
         import math
 
-        line += f" (oracle {math.exp(oracle[args.split]):.2f})"
-    print(line)
+        line += f"; oracle {math.exp(oracle[args.split]):.2f}"
+    print(line + ")")
     if args.cache:
-        from keras_rnnreg import cache
+        from keras_rnnreg import evaluation
 
         name = config["dataset"]["name"]
-        defaults = dict(cache.NEURAL_CACHE_DEFAULTS.get(name, cache.NEURAL_CACHE_DEFAULTS["ptb"]))
+        defaults = dict(evaluation.NEURAL_CACHE_DEFAULTS.get(
+            name, evaluation.NEURAL_CACHE_DEFAULTS["ptb"]))
         for key in ("window", "lambd", "theta"):
             if getattr(args, key) is not None:
                 defaults[key] = getattr(args, key)
-        result = cache.evaluate_with_cache(model, tokens, batch_size=preset.batch_size,
-                                           bptt=preset.bptt, **defaults)
+        result = evaluation.evaluate_with_cache(model, tokens, batch_size=preset.batch_size,
+                                                bptt=preset.bptt, **defaults)
         print(f"{args.split} perplexity with the neural cache "
               f"({', '.join(f'{k}={v}' for k, v in defaults.items())}): "
               f"{result.cache_perplexity:.2f} (without: {result.perplexity:.2f})")
+    if args.dynamic:
+        _evaluate_dynamic(args, model, tokens, corpus.train,
+                          batch_size if getattr(args, "batch_size", None) else 1)
     return 0
+
+
+def _evaluate_dynamic(args, model, tokens, training_tokens, batch_size):
+    """Prints the split's perplexity with dynamic evaluation, its settings
+    (Krause et al.'s PTB ones unless flags say otherwise) and the time taken."""
+    import time
+
+    from keras_rnnreg import evaluation
+
+    settings = dict(evaluation.DYNAMIC_EVALUATION_DEFAULTS["ptb"], batch_size=batch_size)
+    for key, flag in (("learning_rate", "dynamic_lr"), ("decay", "dynamic_decay"),
+                      ("segment_length", "segment_length")):
+        if getattr(args, flag) is not None:
+            settings[key] = getattr(args, flag)
+    start = time.perf_counter()
+    result = evaluation.evaluate_dynamic(model, tokens, training_tokens=training_tokens,
+                                         **settings)
+    seconds = time.perf_counter() - start
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items())
+    print(f"{args.split} perplexity with dynamic evaluation ({shown}; RMS statistics from "
+          f"{result.statistics_tokens} training tokens): {result.perplexity:.2f} "
+          f"(without: {result.static_perplexity:.2f}; {seconds:.0f} s)")
 
 
 def cmd_generate(args):
@@ -514,10 +613,13 @@ def _model_cell(arguments):
             layers += f" (last {sizes[-1]})"
     parts = [f"{layers} {arguments['cell'].upper()}", f"embedding {arguments['embedding_size']}",
              "tied" if arguments["tie_weights"] else "untied"]
+    if arguments["num_experts"] > 1:
+        parts.append(f"mixture of {arguments['num_experts']} softmaxes")
     if arguments["noise"]:
         parts.append(f"{arguments['noise']} noise γ {_number(arguments['noise_level'])}")
     rates = [f"{part} {_number(arguments[part + '_dropout'])}"
-             for part in ("embedding", "input", "hidden", "output") if arguments[part + "_dropout"]]
+             for part in ("embedding", "input", "hidden", "output", "latent")
+             if arguments[part + "_dropout"]]
     parts.append(f"{arguments['dropout_type']} dropout: {', '.join(rates)}" if rates
                  else "no dropout")
     for name, label in (("weight_dropout", "weight drop"), ("alpha", "AR α"), ("beta", "TAR β")):
@@ -556,7 +658,7 @@ def _markdown_presets(presets):
     from keras_rnnreg.models.builder import resolve_arguments
 
     papers = {registry.ZAREMBA: "Zaremba", registry.ARTAR: "AR/TAR",
-              registry.NOISIN: "Noisin", registry.AWD: "AWD-LSTM"}
+              registry.NOISIN: "Noisin", registry.AWD: "AWD-LSTM", registry.MOS: "MoS"}
     lines = ["| preset | paper, section | model | recipe | reported valid / test "
              "| parameters (reported / ours) |", "| --- " * 6 + "|"]
     for name, preset in presets.items():
@@ -576,17 +678,34 @@ def _markdown_presets(presets):
 
 
 def cmd_tune(args):
-    from keras_rnnreg.app.tune import run_search
+    from keras_rnnreg.app.tune import run_search, search_size
 
-    path = run_search(args, _dataset_spec(args), _overrides(args))
-    print(f"best configuration written to {path}; train it with "
-          f"keras-rnnreg train --preset-file {path}")
+    try:  # before the data is read
+        search_size(args.tuner, args.max_trials, args.epochs)
+    except ValueError as error:
+        raise CLIError(str(error)) from None
+    dataset = _dataset_spec(args)
+    _require("keras_tuner", "`tune`")
+    path, score = run_search(args, dataset, _overrides(args))
+    print(f"best trial: validation perplexity {score:.2f}; its configuration is {path} "
+          f"(train it with keras-rnnreg train --preset-file {path})")
     return 0
 
 
-# The extra that brings each optional package the commands import.
+# The extra (pyproject.toml) that brings each optional package the commands
+# import. Keras's TensorBoard callback writes with TensorFlow's tf.summary,
+# whatever the backend.
 _EXTRAS = {"tensorflow_datasets": "data", "matplotlib": "plot", "keras_tuner": "tuner",
-           "tensorboard": "tuner"}
+           "tensorboard": "tuner", "tensorflow": "tensorflow"}
+
+
+def _require(module, purpose):
+    """Fails now, naming the extra to install, where `purpose` would import
+    the optional `module` later (after the run directory is written)."""
+    if importlib.util.find_spec(module) is None:
+        raise ModuleNotFoundError(f"{purpose} needs {module}, which is not installed",
+                                  name=module)
+
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "generate": cmd_generate,
             "presets": cmd_presets, "tune": cmd_tune}

@@ -44,6 +44,16 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a run without --output writes runs/ here
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_papers_protocol_evaluation():
+    """The runs here end without the test perplexity at the paper's batch
+    size (a second model, compiled for it: seconds a run on JAX);
+    test_cli_commands.py checks that evaluation."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "protocol_batch_size", lambda preset, split: preset.batch_size)
+        yield
+
+
 def run(argv, capsys):
     status = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()

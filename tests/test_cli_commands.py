@@ -150,6 +150,56 @@ def test_evaluate_cache_uses_the_flags_window_lambda_and_theta(trained, capsys):
         _assert_printed(printed, reference["test"])
 
 
+def _whole_rows_perplexity(directory, tokens, batch):
+    """exp of the mean cross-entropy with `tokens` cut into `batch` rows (the
+    tail dropped), each row read whole in one call of a non-stateful copy of
+    the trained model: what reading it in BPTT windows with the state carried
+    computes, at any batch size, with no state and no window."""
+    config = json.loads((directory / training.CONFIG_FILE).read_text())
+    vocab = json.loads((directory / training.VOCAB_FILE).read_text())
+    whole = training.resolve_preset(config).build(len(vocab), stateful=False)
+    whole.set_weights(_load(directory).get_weights())
+    length = len(tokens) // batch
+    rows = np.asarray(tokens[: length * batch]).reshape(batch, length)
+    logits = np.array(keras.ops.convert_to_numpy(whole.predict_on_batch(rows[:, :-1])),
+                      dtype="float64")
+    logits -= logits.max(axis=-1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    nll = -np.take_along_axis(log_p, rows[:, 1:, None], axis=-1)
+    return float(np.exp(nll.mean()))
+
+
+def test_evaluate_at_another_batch_size_and_the_papers_protocol(trained, capsys):
+    directory, tokens, reference = trained
+    whole = {batch: _whole_rows_perplexity(directory, tokens["test"], batch) for batch in (1, 4)}
+    # The reference read whole equals the windowed one at the training batch...
+    assert whole[BATCH] == pytest.approx(reference["test"], rel=1e-4)
+    assert abs(whole[1] - whole[BATCH]) > 0.01  # ...and the batch size changes the number.
+    status, out, err = run(["evaluate", directory, "--batch-size", "1"], capsys)
+    assert status == 0, err
+    (printed,) = _printed(r"^test perplexity ([\d.]+) \(batch 1\)", out)
+    _assert_printed(printed, whole[1])
+    # `paper`: awd-lstm-cpu's protocol, AWD-LSTM's validation at batch 10.
+    valid_10 = _whole_rows_perplexity(directory, tokens["valid"], 10)
+    status, out, err = run(["evaluate", directory, "--split", "valid", "--batch-size", "paper"],
+                           capsys)
+    assert status == 0, err
+    (printed,) = _printed(r"^valid perplexity ([\d.]+) \(batch 10\)", out)
+    _assert_printed(printed, valid_10)
+    # train's summary: the test perplexity at the paper's test batch, 1.
+    summary = json.loads((directory / training.SUMMARY_FILE).read_text())
+    assert summary["batch_size"] == BATCH and summary["protocol_test_batch_size"] == 1
+    assert summary["protocol_test_perplexity"] == pytest.approx(whole[1], rel=1e-4)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "ten"])
+def test_evaluate_batch_size_is_a_positive_int_or_paper(value, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(["evaluate", "run", "--batch-size", value])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and "a batch size >= 1 or 'paper'" in err
+
+
 # ------------------------------------------------------------ presets, usage, --debug
 def test_presets_lists_every_preset_with_its_reported_perplexities(capsys):
     status, out, err = run(["presets"], capsys)
@@ -324,11 +374,16 @@ TINY_TUNE = SMALL[2:-1]  # SMALL's model and recipe flags, without preset and --
 def test_tune_with_the_bayesian_and_hyperband_tuners(tuner, kind, tiny_corpus, tuner_classes,
                                                      tmp_path, capsys):
     search = tmp_path / "search"
+    (search / "search" / "trial_old").mkdir(parents=True)  # a previous search's
+    (search / "best_preset.json").write_text('{"old": true}')
     trials = [] if tuner == "hyperband" else ["--max-trials", "2"]  # hyperband sizes its own
     status, out, err = run(["tune", "--data-dir", tiny_corpus, "--tuner", tuner, *TINY_TUNE,
                             *trials, "--epochs", "1", "--output", search], capsys)
     assert status == 0, err
     assert tuner_classes == [kind]
+    # The new search replaced the old one, and no staging directory is left.
+    assert sorted(p.name for p in search.iterdir()) == ["best_preset.json", "search"]
+    assert not (search / "search" / "trial_old").exists()
     record = json.loads((search / "best_preset.json").read_text())
     assert record["search"]["tuner"] == tuner and record["preset"] == "awd-lstm-cpu"
     assert record["search"]["max_trials"] == (None if tuner == "hyperband" else 2)
@@ -338,6 +393,14 @@ def test_tune_with_the_bayesian_and_hyperband_tuners(tuner, kind, tiny_corpus, t
     assert 1 <= len(trials) <= 2
     if tuner == "hyperband":  # Hyperband's own bookkeeping in every trial
         assert all("tuner/epochs" in t["hyperparameters"]["values"] for t in trials)
+    # keras-tuner's display: each trial's result and the best so far; then the
+    # best trial's validation perplexity beside the preset file.
+    scores = [float(s) for s in re.findall(r"^val_perplexity: ([\d.]+)$", out, re.MULTILINE)]
+    assert len(scores) == len(trials) and out.count("Best val_perplexity So Far") == len(trials)
+    best = record["search"]["best_val_perplexity"]
+    assert min(scores) == pytest.approx(best)
+    assert (f"best trial: validation perplexity {best:.2f}; its configuration is "
+            f"{search / 'best_preset.json'}") in out
     assert f"--preset-file {search / 'best_preset.json'}" in out
 
 

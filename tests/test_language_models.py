@@ -45,13 +45,18 @@ def cell_weights(layer):
     }
 
 
-def expected_parameters(vocab, embedding, sizes, tied, gates=4):
-    """Embedding + Keras LSTM layers (one bias vector) + softmax."""
+def expected_parameters(vocab, embedding, sizes, tied, gates=4, experts=1):
+    """Embedding + Keras LSTM layers (one bias vector) + softmax (with K > 1
+    experts: a prior without bias and K latent contexts of the embedding's
+    size with a bias, Yang et al. 2018)."""
     count = vocab * embedding
     inputs = embedding
     for units in sizes:
         count += gates * units * (inputs + units + 1)
         inputs = units
+    if experts > 1:
+        count += inputs * experts + (inputs + 1) * experts * embedding
+        inputs = embedding
     return count + vocab + (0 if tied else vocab * inputs)
 
 
@@ -78,7 +83,7 @@ def assert_uniform(values, bound, name):
 
 
 # Exact counts of our Keras models at the dataset's vocabulary; the papers
-# print 20M, 66M, 13M, 13M, 13M, 24M and 33M.
+# print 20M, 66M, 13M, 13M, 13M, 24M, 33M, 51M, 51M, 22M and 22M.
 EXACT_PARAMETERS = {
     "zaremba-medium": 19_775_200,
     "zaremba-large": 66_022_000,
@@ -87,6 +92,10 @@ EXACT_PARAMETERS = {
     "noisin-medium-dropout": 13_275_200,
     "awd-lstm": 24_210_800,
     "awd-lstm-wt2": 33_545_278,
+    "noisin-large": 51_022_000,
+    "noisin-large-dropout": 51_022_000,
+    "awd-lstm-mos": 21_490_460,
+    "awd-lstm-mos-noisin": 21_490_460,
 }
 
 
@@ -114,13 +123,14 @@ def test_every_preset_builds_with_the_papers_parameter_count(name, monkeypatch):
     assert [w.path.rsplit("/", 1)[-1] for w in model.non_trainable_weights] == (
         ["term_totals"] if artar else [])
     assert parameters == expected_parameters(
-        vocab, arguments["embedding_size"], sizes, arguments["tie_weights"]
+        vocab, arguments["embedding_size"], sizes, arguments["tie_weights"],
+        experts=arguments.get("num_experts", 1),
     )
     if preset.reported_parameters is not None:
         assert parameters == EXACT_PARAMETERS[name]
         assert parameters == pytest.approx(preset.reported_parameters, rel=0.03)
     assert (preset.twin_of is None) == (preset.reported_test_perplexity is not None)
-    if name.startswith("awd-lstm"):
+    if name.startswith("awd-lstm") and not arguments.get("num_experts", 1) > 1:
         assert sizes[-1] == arguments["embedding_size"]  # §4.5: the last is the embedding size
 
 

@@ -254,3 +254,47 @@ def test_preset_replace_checks_the_rules_too():
         get_preset("artar-cpu").replace(decay_factor=1.0)
     with pytest.raises(ValueError, match="decay_start=0"):
         get_preset("zaremba-cpu").replace(decay_start=0)
+
+
+def test_mixture_and_large_noisin_presets_state_their_sources():
+    """The MoS code README's PTB command (github.com/zihangdai/mos) and
+    main.py's defaults, the MoS paper's Table 1, Noisin's Tables 3-5."""
+    mos = get_preset("awd-lstm-mos")
+    arguments = mos.model_arguments
+    assert (arguments["embedding_size"], arguments["hidden_size"], arguments["num_experts"]) == (
+        280, [960, 960, 620], 15)
+    assert [arguments[name] for name in ("input_dropout", "hidden_dropout", "output_dropout",
+                                         "embedding_dropout", "latent_dropout",
+                                         "weight_dropout")] == [0.4, 0.225, 0.4, 0.1, 0.29, 0.5]
+    assert (mos.batch_size, mos.learning_rate, mos.epochs, mos.seed, mos.finetune) == (
+        12, 20.0, 1000, 28, True)
+    assert (mos.clipnorm, mos.bptt, mos.weight_decay, mos.nonmono) == (0.25, 70, 1.2e-6, 5)
+    assert (mos.reported_valid_perplexity, mos.reported_test_perplexity) == (56.54, 54.44)
+    assert "48.33 / 47.69" in mos.notes and "lr 25" in mos.notes
+    noisin = get_preset("awd-lstm-mos-noisin")
+    # The same model and recipe, but the noise and the epochs.
+    same = {name: value for name, value in noisin.model_arguments.items()
+            if name not in ("noise", "noise_level")}
+    assert same == dict(mos.model_arguments)
+    for field in ("optimizer", "learning_rate", "batch_size", "bptt", "clipnorm",
+                  "weight_decay", "nonmono", "finetune", "seed", "reported_parameters"):
+        assert getattr(noisin, field) == getattr(mos, field), field
+    assert (noisin.model_arguments["noise"], noisin.model_arguments["noise_level"],
+            noisin.epochs) == ("gamma", 0.4, 400)
+    assert (noisin.reported_valid_perplexity, noisin.reported_test_perplexity) == (48.4, 47.6)
+    assert "WITH dynamic evaluation" in noisin.notes
+    rows = {"noisin-large": ("bernoulli", 0.33, 0.0, 72.8, 68.3),
+            "noisin-large-dropout": ("bernoulli", 0.50, 0.5, 70.0, 66.1),
+            "noisin-large-wt2": ("bernoulli", 0.41, 0.0, 86.9, 83.0),
+            "noisin-large-dropout-wt2": ("bernoulli", 0.64, 0.5, 80.8, 76.8)}
+    for name, (noise, level, dropout, valid, test) in rows.items():
+        large = get_preset(name)
+        arguments = large.model_arguments
+        assert (arguments["hidden_size"], arguments["embedding_size"]) == (1500, 1500), name
+        assert (arguments["noise"], arguments["noise_level"], arguments["input_dropout"]) == (
+            noise, level, dropout), name
+        assert (large.reported_valid_perplexity, large.reported_test_perplexity) == (
+            valid, test), name
+        assert large.dataset == ("WT2" if name.endswith("wt2") else "PTB"), name
+    assert get_preset("noisin-large-dropout").model_arguments["hidden_dropout"] == 0.4
+    assert get_preset("awd-lstm-mos-cpu").twin_of == "awd-lstm-mos"

@@ -159,6 +159,41 @@ def test_per_layer_hidden_sizes_scale_with_the_tuned_size():
     assert hypermodel.trial_preset(hp).model_arguments["hidden_size"] == [15, 30, 8]
 
 
+def test_num_experts_and_latent_dropout_are_searched():
+    hypermodel = tiny_hypermodel()
+    hp, entries = space(hypermodel)
+    experts = entries["num_experts"]
+    assert (experts.min_value, experts.max_value, experts.default) == (1, 10, 1)
+    latent = entries["latent_dropout"]  # only while a mixture is drawn
+    assert latent.conditions[0].values == list(range(2, 11))
+    hp.values["num_experts"], hp.values["latent_dropout"] = 3, 0.15
+    trial = hypermodel.trial_preset(hp)
+    assert (trial.model_arguments["num_experts"], trial.model_arguments["latent_dropout"]) == (
+        3, 0.15)
+    mos = hypermodel.build(hp).get_layer("mixture_of_softmaxes")
+    assert (mos.num_experts, mos.latent_dropout) == (3, 0.15)
+
+    # Around a mixture preset: [1, 2K], and a single softmax ties the last
+    # layer to the embedding again (the mixture's 620 would not fit it).
+    mixture = LanguageModelHyperModel(
+        VOCAB, "awd-lstm-mos-cpu", **{**TINY, "hidden_size": [10, 10, 6]})
+    hp, entries = space(mixture)
+    assert (entries["num_experts"].max_value, entries["num_experts"].default) == (10, 5)
+    assert entries["latent_dropout"].default == 0.29
+    assert mixture.trial_preset(hp).model_arguments["hidden_size"] == [10, 10, 6]
+    hp.values["num_experts"] = 1
+    single = mixture.trial_preset(hp).model_arguments
+    assert (single["num_experts"], single["hidden_size"]) == (1, [10, 10, 8])
+    fixed = keras_tuner.HyperParameters()
+    fixed.Fixed("num_experts", 1)
+    assert "latent_dropout" not in space_with(mixture, fixed)
+
+
+def space_with(hypermodel, hp):
+    hypermodel.declare_hyperparameters(hp)
+    return {entry.name for entry in hp.space}
+
+
 def test_the_oracle_honours_fixed_entries(tmp_path):
     hp = keras_tuner.HyperParameters()
     hp.Fixed("noise", "gaussian")

@@ -26,7 +26,12 @@ def _scan(step, carry, xs, num_outputs, dtype, reverse=False):
 
     def body(t, carry, arrays):
         index = length - 1 - t if reverse else t
-        carry, ys = step(carry, tuple(None if x is None else x[index] for x in xs))
+        new, ys = step(carry, tuple(None if x is None else x[index] for x in xs))
+        # A carry of batch 1 (a stateful model's state at batch size 1) meets
+        # inputs of unknown batch, and the broadcast has an unknown batch:
+        # the loop needs the carry's shape unchanged, which it is at run time.
+        carry = tf.nest.map_structure(
+            lambda n, c: n if n.shape == c.shape else tf.ensure_shape(n, c.shape), new, carry)
         return t + 1, carry, [array.write(index, y) for array, y in zip(arrays, ys)]
 
     _, carry, arrays = tf.while_loop(

@@ -108,6 +108,17 @@ def default_length_bucket(preset):
     return DEFAULT_LENGTH_BUCKET if preset.variable_bptt else preset.bptt
 
 
+def drop_finetuning_without_nonmono(preset, overrides):
+    """Adds `finetune=False` to `overrides` where they turn NT-ASGD off
+    (`nonmono=None`) on a recipe with AWD-LSTM's fine-tuning stage, which
+    stops by NT-ASGD's test: the command runs no fine-tuning stage (the
+    field's only use), so `--nonmono none` does what it says rather than
+    fail on a field no flag sets."""
+    if "nonmono" in overrides and overrides["nonmono"] is None and preset.finetune:
+        overrides["finetune"] = False
+    return overrides
+
+
 def resolve_preset(config):
     """The run's `Preset`: the named preset (or a preset file's), its
     overrides applied, the run's seed."""
@@ -219,6 +230,32 @@ def evaluate_perplexity(model, sequence):
     reset_rnn_states(model)
     results = model.evaluate(sequence, verbose=0, return_dict=True)
     return math.exp(results["loss"]) if "perplexity" not in results else float(results["perplexity"])
+
+
+def rebatched(model, preset, vocab_size, batch_size):
+    """`(model, preset)` for reading evaluation streams in `batch_size` rows:
+    the preset with that batch size and its model, built and compiled, with
+    `model`'s weights copied in (`set_weights`: the RNN states, which have
+    the batch dimension, are not weights). A stateful model's batch size is
+    fixed when it is built, so this is how a model trained at batch 40 is
+    evaluated at the papers' batch 10 or 1 (`Preset.evaluation_batch_sizes`).
+    The model and preset themselves where `batch_size` is the preset's."""
+    if batch_size == preset.batch_size:
+        return model, preset
+    preset = preset.replace(batch_size=batch_size)
+    copy = preset.build(vocab_size)
+    copy.set_weights(model.get_weights())
+    preset.compile(copy)
+    return copy, preset
+
+
+def protocol_batch_size(preset, split):
+    """The batch size the preset's paper evaluates `split` ("valid" or
+    "test") at (`Preset.evaluation_batch_sizes`); the training batch size
+    where the preset names none."""
+    if preset.evaluation_batch_sizes is None:
+        return preset.batch_size
+    return preset.evaluation_batch_sizes[0 if split == "valid" else 1]
 
 
 def parse_checkpoint_every(value):
@@ -361,6 +398,14 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
     valid_perplexity = evaluate_perplexity(model, valid)
     test_perplexity = evaluate_perplexity(model, test)
     model.save(os.path.join(directory, MODEL_FILE))
+    # The test perplexity as the paper measured it (AWD-LSTM: batch 1, where
+    # the rows of a larger batch each start from a zero state).
+    protocol_batch = protocol_batch_size(preset, "test")
+    protocol_test = test_perplexity
+    if protocol_batch != preset.batch_size:
+        paper_model, paper_preset = rebatched(model, preset, len(corpus.vocab), protocol_batch)
+        _, paper_test = paper_preset.sequences(corpus.train, corpus.test)
+        protocol_test = evaluate_perplexity(paper_model, paper_test)
     wall = elapsed + time.perf_counter() - started
     summary = {
         "dataset": config["dataset"]["name"],
@@ -370,6 +415,10 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
         "epochs_trained": checkpoint_position(directory)[0],
         "valid_perplexity": valid_perplexity,
         "test_perplexity": test_perplexity,
+        "batch_size": preset.batch_size,
+        # Under the paper's protocol (Preset.evaluation_batch_sizes).
+        "protocol_test_batch_size": protocol_batch,
+        "protocol_test_perplexity": protocol_test,
         "oracle_test_perplexity": oracle_perplexity,
         "tokens_per_second": line.tokens_per_second,
         "wall_seconds": wall,
@@ -389,9 +438,16 @@ def train_run(config, directory, resume=False, print_fn=print, verbose=1, tensor
 def summary_line(summary):
     parts = [f"valid ppl {summary['valid_perplexity']:.2f}",
              f"test ppl {summary['test_perplexity']:.2f}"]
+    protocol = summary.get("protocol_test_batch_size")
+    protocol = protocol if protocol != summary.get("batch_size") else None
+    if protocol is not None:
+        parts[-1] += f" at batch {summary['batch_size']}"
     if summary.get("oracle_test_perplexity"):
         parts[-1] += f" (oracle {summary['oracle_test_perplexity']:.2f}, "
         parts[-1] += f"{summary['test_perplexity'] / summary['oracle_test_perplexity']:.3f}x)"
+    if protocol is not None:
+        parts.append(f"test ppl {summary['protocol_test_perplexity']:.2f} at batch {protocol} "
+                     "(the paper's protocol)")
     if summary.get("tokens_per_second"):
         parts.append(f"{summary['tokens_per_second']:,.0f} tokens/s")
     parts.append(f"wall {_duration(summary['wall_seconds'])}")

@@ -3,6 +3,7 @@
 from keras_rnnreg.layers.artar import ARTARRegularizer
 from keras_rnnreg.layers.embedding_dropout import EmbeddingDropout
 from keras_rnnreg.layers.locked_dropout import LockedDropout
+from keras_rnnreg.layers.mixture_of_softmaxes import MixtureOfSoftmaxes
 from keras_rnnreg.layers.noisin import NoisinGRU, NoisinLSTM
 from keras_rnnreg.layers.noisin_cell import NoisinCell, NoisinRNN
 from keras_rnnreg.layers.tied_output import TiedEmbedding
@@ -12,6 +13,7 @@ __all__ = [
     "ARTARRegularizer",
     "EmbeddingDropout",
     "LockedDropout",
+    "MixtureOfSoftmaxes",
     "NoisinCell",
     "NoisinGRU",
     "NoisinLSTM",

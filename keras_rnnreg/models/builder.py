@@ -18,6 +18,7 @@ from keras_rnnreg.layers import (
     ARTARRegularizer,
     EmbeddingDropout,
     LockedDropout,
+    MixtureOfSoftmaxes,
     NoisinGRU,
     NoisinLSTM,
     WeightDropGRU,
@@ -29,6 +30,7 @@ from keras_rnnreg.models.initializers import (
     decoder_initializers,
     derive_seed,
     embedding_initializer,
+    hidden_scale,
     recurrent_initializers,
     uniform,
 )
@@ -52,6 +54,8 @@ DEFAULT_ARGUMENTS = types.MappingProxyType(
         "output_dropout": 0.0,
         "dropout_type": "locked",
         "tie_weights": False,
+        "num_experts": 1,
+        "latent_dropout": 0.0,
         "alpha": 0.0,
         "beta": 0.0,
         "stateful": False,
@@ -68,13 +72,14 @@ DROPOUT_TYPES = ("locked", "standard")
 # The parts of a model that draw random numbers; each gets its own seed,
 # derive_seed(seed, part[, layer index]).
 (_EMBEDDING, _EMBEDDING_MASK, _INPUT_DROPOUT, _LAYER_WEIGHTS, _LAYER_MASKS,
- _HIDDEN_DROPOUT, _OUTPUT_DROPOUT, _DECODER) = range(8)
+ _HIDDEN_DROPOUT, _OUTPUT_DROPOUT, _DECODER, _MIXTURE, _LATENT_DROPOUT) = range(10)
 _RATES = (
     "weight_dropout",
     "embedding_dropout",
     "input_dropout",
     "hidden_dropout",
     "output_dropout",
+    "latent_dropout",
 )
 
 
@@ -111,7 +116,8 @@ def _hidden_sizes(arguments, explicit):
     if not isinstance(hidden, (list, tuple)):
         sizes = [check_positive_int("hidden_size", hidden)] * num_layers
         if arguments["tie_weights"]:
-            # AWD-LSTM §4.5: only the last layer's size is tied to the embedding.
+            # AWD-LSTM §4.5: only the last layer's size is tied to the embedding
+            # (with a mixture of softmaxes too: the MoS code's default nhidlast).
             sizes[-1] = embedding_size
         return sizes
     sizes = [check_positive_int(f"hidden_size[{i}]", h) for i, h in enumerate(hidden)]
@@ -122,11 +128,15 @@ def _hidden_sizes(arguments, explicit):
             f"Argument `hidden_size` lists {len(sizes)} layer sizes but "
             f"num_layers={num_layers}. Give one size per layer, or omit `num_layers`."
         )
-    if arguments["tie_weights"] and sizes[-1] != embedding_size:
+    # A mixture of softmaxes projects the last layer onto latent contexts of
+    # the embedding's size, so that layer's own size is free (MoS: 620 and 280).
+    mixture = arguments["num_experts"] > 1
+    if arguments["tie_weights"] and not mixture and sizes[-1] != embedding_size:
         raise ValueError(
             "With tie_weights=True the softmax reuses the embedding matrix, so "
             "the last recurrent layer's size must equal the embedding size "
-            f"(AWD-LSTM §4.5). Received: last hidden size {sizes[-1]} "
+            f"(AWD-LSTM §4.5), unless num_experts > 1 (a mixture of softmaxes). "
+            f"Received: last hidden size {sizes[-1]} "
             f"(hidden_size={list(sizes)}) and embedding_size={embedding_size}"
         )
     return sizes
@@ -136,6 +146,7 @@ def _check_arguments(arguments, explicit=()):
     checked = dict(arguments)
     checked["embedding_size"] = check_positive_int("embedding_size", arguments["embedding_size"])
     checked["tie_weights"] = check_bool("tie_weights", arguments["tie_weights"])
+    checked["num_experts"] = check_positive_int("num_experts", arguments["num_experts"])
     checked["hidden_sizes"] = _hidden_sizes(checked, explicit)
     checked["num_layers"] = len(checked["hidden_sizes"])
     check_choice("cell", arguments["cell"], CELLS)
@@ -210,7 +221,8 @@ def language_model(vocab_size, **arguments):
                -> [recurrent layer -> dropout (hidden_dropout)] x (num_layers - 1)
                -> recurrent layer -> dropout (output_dropout)
                -> ARTARRegularizer([h, dropped_h])     (if alpha or beta > 0)
-               -> softmax logits: the embedding's reverse call (tied) or a Dense
+               -> softmax logits: the embedding's reverse call (tied) or a Dense,
+                  or with num_experts > 1 a MixtureOfSoftmaxes (log-probabilities)
 
     which covers the models of Zaremba et al. (2014; standard dropout on the
     non-recurrent connections only), AR/TAR (Merity, McCann & Socher 2017,
@@ -226,9 +238,20 @@ def language_model(vocab_size, **arguments):
     recurrent layer's size is the embedding size; the other layers keep
     `hidden_size` (§4.5).
 
+    With `num_experts` K > 1 the output is a mixture of K softmaxes (Yang et
+    al. 2018, AWD-LSTM-MoS; `MixtureOfSoftmaxes`): the last layer's output
+    goes through K latent contexts of the embedding's size, each projected
+    through the (tied) embedding matrix, and the model returns float32
+    log-probabilities, which the losses and metrics take as logits. The
+    last layer's size is then free (a `hidden_size` list may end in any
+    size; an int still gives it the embedding size). K = 1 is the single
+    softmax above.
+
     Initialization ("paper", the default) follows AWD-LSTM §5, AR/TAR §3
-    and Noisin §5: embeddings U(-0.1, 0.1); each recurrent layer's kernel,
-    recurrent kernel and bias U(-1/√H, 1/√H) with H that layer's units, no
+    and Noisin §5 (and, for a mixture's prior and latent weights, the MoS
+    code's PyTorch default U(±1/√H), H the last layer's units): embeddings
+    U(-0.1, 0.1); each recurrent layer's kernel, recurrent kernel and bias
+    U(-1/√H, 1/√H) with H that layer's units, no
     forget-gate bias of 1 (PyTorch's LSTM default, which the papers' code
     used); with `noise`, biases 0 (Noisin §5). The softmax is initialized
     as in AWD-LSTM's reference code: bias 0, an untied decoder's weights
@@ -264,6 +287,10 @@ def language_model(vocab_size, **arguments):
                 AWD §4.2) or "standard" (`keras.layers.Dropout`, a fresh
                 mask per step, Zaremba et al.) ("locked").
             tie_weights: Bool (False).
+            num_experts: Int >= 1, K, the softmaxes mixed (1: one softmax,
+                no mixture layer).
+            latent_dropout: Locked dropout on the mixture's latent contexts
+                (the MoS code's dropoutl) (0); unused with num_experts=1.
             alpha, beta: AR and TAR coefficients on the last layer (0, 0).
             stateful: Bool; carry each row's state to the next batch, for
                 truncated BPTT over a stream (False).
@@ -281,12 +308,14 @@ def language_model(vocab_size, **arguments):
     Returns:
         A `keras.Model` from int token ids `(batch, time)` to logits
         `(batch, time, vocab_size)` in the compute dtype (float16/bfloat16
-        under mixed precision; `TokenCrossEntropy` computes in float32).
+        under mixed precision; `TokenCrossEntropy` computes in float32);
+        with num_experts > 1, float32 log-probabilities.
 
     Raises:
         ValueError: For an unknown argument name (listing the valid ones), a
             tied model whose explicit last hidden size differs from the
-            embedding size, a rate outside [0, 1), a size < 1, `vocab_size`
+            embedding size (single softmax), a rate outside [0, 1), a size or
+            `num_experts` < 1, `vocab_size`
             < 2, a stateful model without `batch_size`, ...
 
     Example:
@@ -334,17 +363,47 @@ def language_model(vocab_size, **arguments):
         dropped_h = ARTARRegularizer(
             config["alpha"], config["beta"], name="activation_regularization"
         )([h, dropped_h])
-    if config["tie_weights"]:
+    if config["num_experts"] > 1:
+        logits = _mixture(config, vocab_size, embedding, sizes[-1])(dropped_h)
+    elif config["tie_weights"]:
         logits = embedding(dropped_h, reverse=True)
-        if isinstance(initialization, float):
-            # TiedEmbedding starts its bias at 0; Zaremba's scheme draws every
-            # parameter, this one too.
-            bias = uniform(initialization, derive_seed(seed, _DECODER))((vocab_size,))
-            embedding.output_bias.assign(bias)
     else:
         logits = TokenDense(
             vocab_size,
             name="decoder",
             **decoder_initializers(initialization, derive_seed(seed, _DECODER)),
         )(dropped_h)
+    if config["tie_weights"] and isinstance(initialization, float):
+        # TiedEmbedding starts its bias at 0; Zaremba's scheme draws every
+        # parameter, this one too.
+        bias = uniform(initialization, derive_seed(seed, _DECODER))((vocab_size,))
+        embedding.output_bias.assign(bias)
     return keras.Model(tokens, logits, name=config["name"] or "language_model")
+
+
+def _mixture(config, vocab_size, embedding, units):
+    """The `MixtureOfSoftmaxes` output of a model whose last layer has `units`."""
+    initialization, seed = config["initialization"], config["seed"]
+    initializers = {}
+    if initialization != "keras":
+        # "paper": the MoS code's prior and latent layers are PyTorch
+        # `nn.Linear`s, U(±1/√fan_in) for weight and bias; its decoder is
+        # AWD-LSTM's.
+        scale = hidden_scale(units) if initialization == "paper" else initialization
+        kernel_seed, bias_seed = derive_seed(seed, _MIXTURE, 0), derive_seed(seed, _MIXTURE, 1)
+        initializers = {"kernel_initializer": uniform(scale, kernel_seed),
+                        "bias_initializer": uniform(scale, bias_seed)}
+        if not config["tie_weights"]:
+            decoder = decoder_initializers(initialization, derive_seed(seed, _DECODER))
+            initializers["decoder_initializer"] = decoder["kernel_initializer"]
+            initializers["decoder_bias_initializer"] = decoder["bias_initializer"]
+    return MixtureOfSoftmaxes(
+        config["num_experts"],
+        vocab_size,
+        embedding=embedding if config["tie_weights"] else None,
+        latent_size=config["embedding_size"],
+        latent_dropout=config["latent_dropout"],
+        seed=derive_seed(seed, _LATENT_DROPOUT),
+        name="mixture_of_softmaxes",
+        **initializers,
+    )

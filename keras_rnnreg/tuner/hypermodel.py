@@ -42,6 +42,10 @@ GRADIENT_NOISE_GAMMA = 0.55
 #: `LanguageModelHyperModel`).
 GRADIENT_NOISE_STEP_RANGE = (1e-4, 1e-2)
 
+#: Upper end of the number of softmaxes mixed when the preset has one: the
+#: MoS code's default `n_experts` (Yang et al. 2018 use 15 on PTB).
+NUM_EXPERTS_FALLBACK_HIGH = 10
+
 #: Learning rates are searched in [lr / factor, lr · factor], log-sampled.
 LEARNING_RATE_FACTOR = 3.0
 
@@ -57,6 +61,15 @@ def _window(value, width, floor, ceiling):
     low = round(max(floor, value - width), 10)
     high = round(min(ceiling, value + width), 10)
     return min(low, value), max(high, value)
+
+
+def _size_grid(value):
+    """`(low, high, step)` of the sizes searched around `value`: about
+    [value/2, 2·value] in steps of 8 through `value` (multiples of 8 where it
+    is one: 16, 24, ..., 64 around 32, never 33), finer below 16."""
+    step = 8 if value >= 16 else max(1, value // 2)
+    low = value - step * ((value - max(1, value // 2)) // step)
+    return low, value + step * (value // step), step
 
 
 def _noise_variance(distribution, level):
@@ -99,6 +112,15 @@ def _entry(hp, name):
     return next(entry for entry in reversed(hp.space) if entry.name == name)
 
 
+def _possible_values(entry):
+    """The values an Int, Choice or Fixed entry can take."""
+    if hasattr(entry, "values"):
+        return list(entry.values)
+    if hasattr(entry, "min_value"):
+        return list(range(entry.min_value, entry.max_value + 1, entry.step or 1))
+    return [entry.value]
+
+
 class LanguageModelHyperModel(keras_tuner.HyperModel):
     """A KerasTuner search space over every regularizer of a preset.
 
@@ -115,10 +137,12 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
     | name | kind | range | default |
     | --- | --- | --- | --- |
     | `learning_rate` | Float, log | [v/3, 3v] (the paper's units) | v |
-    | `hidden_size` | Int | [max(1, v//2), 2v] | v |
+    | `hidden_size` | Int, steps of 8 through v (finer below 16) | about [v/2, 2v] | v |
     | `{embedding,input,hidden,output}_dropout` | Float | [max(0, v−w), min(c, v+w)] | v |
     | `weight_dropout` | Float | as the rates | v |
     | `alpha`, `beta` (AR, TAR) | Float | [0, 2v]; [0, 4] and [0, 2] if v = 0 | v |
+    | `num_experts` (softmaxes mixed) | Int | [1, 2v]; [1, 10] if v = 1 | v |
+    | `latent_dropout`, only while `num_experts` > 1 | Float | as the rates | v |
     | `noise` | Choice | "off" and every Noisin distribution | the preset's, else "off" |
     | `noise_level_<distribution>` | Float, only while `noise` is it | see below | see below |
     | `gradient_noise` | Boolean | False, True | False |
@@ -137,9 +161,12 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
     first step, spans [1e-4, 1e-2] for the preset's Keras learning rate lr
     (the paper's η of 0.01 to 1 go with Adam-like steps and would swamp
     these recipes' SGD steps). `hidden_size` sets every recurrent layer but
-    the last of a tied model, which keeps the embedding size; a per-layer
-    list is scaled in proportion to its first entry. docs/tuner.md gives
-    the reasons and examples.
+    the last of a tied model, which keeps the embedding size (or, with a
+    mixture of softmaxes, the preset's last size); a per-layer list is
+    scaled in proportion to its first entry. `num_experts` > 1 makes the
+    output a `MixtureOfSoftmaxes` (each trial then costs more: K
+    projections onto the vocabulary). docs/tuner.md gives the reasons and
+    examples.
 
     Fixing and overriding, with KerasTuner's own mechanisms: an entry
     declared in the `hyperparameters` given to the tuner replaces the one
@@ -278,13 +305,23 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
             rate * LEARNING_RATE_FACTOR, sampling="log", default=rate,
         )
         hidden = self._hidden_centre()
-        declare("Int", "hidden_size", max(1, hidden // 2), 2 * hidden, default=hidden)
+        declare("Int", "hidden_size", *_size_grid(hidden), default=hidden)
         for name in DROPOUT_RATES[:-1]:
             declare("Float", name, *self._rate_range(arguments[name]), default=arguments[name])
         for name in ("alpha", "beta"):
             value = arguments[name]
             high = 2 * value if value > 0 else AR_TAR_FALLBACK_HIGH[name]
             declare("Float", name, 0.0, high, default=value)
+
+        experts = arguments["num_experts"]
+        high = 2 * experts if experts > 1 else NUM_EXPERTS_FALLBACK_HIGH
+        declare("Int", "num_experts", 1, high, default=experts)
+        # As for the noise levels: only where a mixture can be drawn.
+        mixtures = [k for k in _possible_values(_entry(hp, "num_experts")) if k > 1]
+        latent = arguments["latent_dropout"]
+        if mixtures:
+            declare("Float", "latent_dropout", *self._rate_range(latent), default=latent,
+                    parent_name="num_experts", parent_values=mixtures)
 
         noise = arguments["noise"] or NOISE_OFF
         declare("Choice", "noise", [NOISE_OFF, *DISTRIBUTIONS], default=noise)
@@ -317,13 +354,16 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         )
 
     # ------------------------------------------------------------- a trial
-    def _hidden_size(self, size):
+    def _hidden_size(self, size, num_experts):
         hidden = self._arguments["hidden_size"]
         if not isinstance(hidden, (list, tuple)):
             return size
         sizes = [max(1, round(h * size / hidden[0])) for h in hidden]
         if self._arguments["tie_weights"]:
-            sizes[-1] = hidden[-1]  # the embedding size, which is not tuned
+            # A single softmax ties the last layer to the (untuned) embedding
+            # size; a mixture keeps the preset's last size (MoS: 620).
+            mixture = num_experts > 1 and self._arguments["num_experts"] > 1
+            sizes[-1] = hidden[-1] if mixture else self._arguments["embedding_size"]
         return sizes
 
     def trial_preset(self, hp):
@@ -339,9 +379,11 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
         """
         values = hp.values
         noise = values["noise"]
+        experts = values["num_experts"]
         changes = {
             "learning_rate": values["learning_rate"],
-            "hidden_size": self._hidden_size(values["hidden_size"]),
+            "hidden_size": self._hidden_size(values["hidden_size"], experts),
+            "num_experts": experts,
             "alpha": values["alpha"],
             "beta": values["beta"],
             "weight_dropout": values["weight_dropout"],
@@ -351,6 +393,8 @@ class LanguageModelHyperModel(keras_tuner.HyperModel):
             changes[name] = values[name]
         if noise != NOISE_OFF:
             changes["noise_level"] = values[f"noise_level_{noise}"]
+        if experts > 1 and "latent_dropout" in values:
+            changes["latent_dropout"] = values["latent_dropout"]
         return self.preset.replace(**changes)
 
     def build(self, hp):
