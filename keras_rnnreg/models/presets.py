@@ -547,10 +547,9 @@ _AWD_NOTES = (
 )
 
 
-def _awd(name, hidden, embedding, input_dropout=0.4, **fields):
+def _awd(name, hidden, embedding, input_dropout=0.4, model_arguments=(), **fields):
     return Preset(
         name=name,
-        paper=AWD,
         model_arguments={
             "embedding_size": embedding,
             "hidden_size": hidden,
@@ -566,19 +565,17 @@ def _awd(name, hidden, embedding, input_dropout=0.4, **fields):
             "beta": 1.0,
             "initialization": "paper",
             "stateful": True,
+            **dict(model_arguments),
         },
         optimizer="asgd",
-        learning_rate=30.0,
         clipnorm=0.25,
         weight_decay=1.2e-6,
         bptt=70,
         variable_bptt=True,
-        epochs=750,
         nonmono=5,
         finetune=True,
-        evaluation_batch_sizes=(10, 1),  # main.py's eval_batch_size, test_batch_size
-        notes=_AWD_NOTES,
-        **fields,
+        evaluation_batch_sizes=(10, 1),  # main.py's (and the MoS code's) eval and test batch
+        **{"paper": AWD, "epochs": 750, "learning_rate": 30.0, "notes": _AWD_NOTES, **fields},
     )
 
 
@@ -650,40 +647,15 @@ _MOS_NOISIN_NOTES = (
 )
 
 
-def _mos(name, hidden, embedding, num_experts, **fields):
-    return Preset(
-        name=name,
-        model_arguments={
-            "embedding_size": embedding,
-            "hidden_size": hidden,
-            "num_layers": len(hidden),
-            "num_experts": num_experts,
-            "latent_dropout": 0.29,
-            "weight_dropout": 0.5,
-            "embedding_dropout": 0.1,
-            "input_dropout": 0.4,
-            "hidden_dropout": 0.225,
-            "output_dropout": 0.4,
-            "dropout_type": "locked",
-            "tie_weights": True,
-            "alpha": 2.0,
-            "beta": 1.0,
-            "initialization": "paper",
-            "stateful": True,
-            **fields.pop("model_arguments", {}),
-        },
-        optimizer="asgd",
-        learning_rate=20.0,
-        clipnorm=0.25,
-        weight_decay=1.2e-6,
-        batch_size=12,
-        bptt=70,
-        variable_bptt=True,
-        nonmono=5,
-        finetune=True,
-        seed=28,
-        evaluation_batch_sizes=(10, 1),  # the MoS code's main.py, as AWD-LSTM's
-        **{"paper": MOS, "epochs": 1000, "notes": _MOS_NOTES, **fields},
+def _mos(name, hidden, embedding, num_experts, model_arguments=(), **fields):
+    """AWD-LSTM's recipe with Yang et al.'s changes (the MoS code's README)."""
+    return _awd(
+        name, hidden, embedding,
+        model_arguments={"num_layers": len(hidden), "num_experts": num_experts,
+                         "latent_dropout": 0.29, "hidden_dropout": 0.225,
+                         **dict(model_arguments)},
+        **{"paper": MOS, "epochs": 1000, "notes": _MOS_NOTES, "learning_rate": 20.0,
+           "batch_size": 12, "seed": 28, **fields},
     )
 
 
