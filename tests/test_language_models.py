@@ -433,3 +433,26 @@ def test_bad_arguments_raise_clear_errors(arguments, error, match):
     arguments = {"vocab_size": 50, **arguments}
     with pytest.raises(error, match=match):
         language_model(**arguments)
+
+
+
+@pytest.mark.parametrize("weight_dropout", [0.0, 0.5])
+def test_a_stateful_model_at_batch_1_evaluates_as_one_long_call(weight_dropout):
+    """The papers' test evaluation runs at batch 1: a stateful model built
+    for it evaluates two halves, carrying its state, as one call on the
+    whole (and predicts them so)."""
+    arguments = dict(embedding_size=4, hidden_size=4, weight_dropout=weight_dropout, seed=1)
+    carried = language_model(12, stateful=True, batch_size=1, **arguments)
+    whole = language_model(12, **arguments)
+    whole.set_weights(carried.get_weights())
+    for model in (carried, whole):
+        model.compile("sgd", TokenCrossEntropy())
+    ids = np.random.default_rng(3).integers(0, 12, size=(1, 9))
+    x, y = ids[:, :-1], ids[:, 1:]
+    halves = [carried.evaluate(x[:, :4], y[:, :4], verbose=0),
+              carried.evaluate(x[:, 4:], y[:, 4:], verbose=0)]
+    assert np.mean(halves) == pytest.approx(whole.evaluate(x, y, verbose=0), rel=1e-5)
+    reset_rnn_states(carried)
+    halves = [carried.predict(x[:, :4], verbose=0), carried.predict(x[:, 4:], verbose=0)]
+    np.testing.assert_allclose(np.concatenate(halves, axis=1), whole.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
