@@ -10,7 +10,7 @@ Registration. `keras.saving.load_model` finds this library's classes
 `@keras.saving.register_keras_serializable` fills when their modules are
 imported; it never imports a module of ours itself. A lazy package would
 leave that registry empty, so the modules holding such classes (callbacks,
-layers, losses, metrics, optimizers) are all imported
+evaluation, layers, losses, metrics, optimizers) are all imported
 
 - by `import keras_rnnreg` when Keras is already imported (`import keras`
   first, the order isort writes): Keras is paid for by then;
@@ -29,12 +29,14 @@ import sys
 
 __version__ = "0.1.0.dev0"
 
-_SUBMODULES = ("callbacks", "data", "layers", "losses", "metrics", "models", "noise", "optimizers")
+_SUBMODULES = ("callbacks", "data", "evaluation", "layers", "losses", "metrics", "models", "noise",
+               "optimizers")
 # Each public class and the submodule that defines it.
 _CLASSES = {
     **dict.fromkeys(
-        ("ARTARRegularizer", "EmbeddingDropout", "LockedDropout", "NoisinCell", "NoisinGRU",
-         "NoisinLSTM", "NoisinRNN", "TiedEmbedding", "WeightDropGRU", "WeightDropLSTM"),
+        ("ARTARRegularizer", "EmbeddingDropout", "LockedDropout", "MixtureOfSoftmaxes",
+         "NoisinCell", "NoisinGRU", "NoisinLSTM", "NoisinRNN", "TiedEmbedding", "WeightDropGRU",
+         "WeightDropLSTM"),
         "layers",
     ),
     "NTASGD": "callbacks",
@@ -44,7 +46,7 @@ _CLASSES = {
     "GradientNoise": "optimizers",
 }
 # The submodules whose import registers classes with Keras.
-_SERIALIZABLE = ("callbacks", "layers", "losses", "metrics", "optimizers")
+_SERIALIZABLE = ("callbacks", "evaluation", "layers", "losses", "metrics", "optimizers")
 
 __all__ = [*_SUBMODULES, *_CLASSES]
 

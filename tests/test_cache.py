@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import to_numpy
-from keras_rnnreg.cache import (
+from keras_rnnreg.callbacks import reset_rnn_states
+from keras_rnnreg.data.bptt import batchify
+from keras_rnnreg.evaluation import (
     NEURAL_CACHE_DEFAULTS,
     CacheEvaluation,
     CacheHistory,
@@ -13,8 +15,6 @@ from keras_rnnreg.cache import (
     cache_nll,
     evaluate_with_cache,
 )
-from keras_rnnreg.callbacks import reset_rnn_states
-from keras_rnnreg.data.bptt import batchify
 from keras_rnnreg.models import language_model
 
 
