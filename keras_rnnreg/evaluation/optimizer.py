@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_rnnreg._keras_compat import optimizer_trainable_variables, optimizer_variable_index
 from keras_rnnreg._validation import check_non_negative, check_probability
 
 
@@ -129,7 +130,7 @@ class DynamicEvaluationOptimizer(keras.optimizers.Optimizer):
             if tuple(value.shape) != tuple(reference.shape):
                 raise ValueError(
                     f"Argument `rms[{index}]` must have the shape of variable "
-                    f"{self._trainable_variables[index].path!r}, "
+                    f"{optimizer_trainable_variables(self)[index].path!r}, "
                     f"{tuple(reference.shape)}. Received: shape {tuple(value.shape)}"
                 )
             smallest = float(ops.min(value)) if ops.size(value) else 0.0
@@ -154,7 +155,7 @@ class DynamicEvaluationOptimizer(keras.optimizers.Optimizer):
         self.has_statistics = True
 
     def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
+        index = optimizer_variable_index(self, variable)
         reference = self._references[index]
         rate, scale = self._decay_rates[index], self._gradient_scales[index]
         gradient = ops.cast(gradient, variable.dtype)
