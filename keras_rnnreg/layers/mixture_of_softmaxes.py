@@ -71,10 +71,12 @@ class MixtureOfSoftmaxes(keras.layers.Layer):
         chunk_size: Optional int >= 1, the tokens (batch × time positions)
             per chunk. None (the default) picks the largest chunk whose
             logits hold at most `CHUNK_VALUES` (2^24) values.
-        kernel_initializer, bias_initializer: For the prior's and the
-            latent projection's weights (Glorot-uniform, zeros).
-        decoder_initializer, decoder_bias_initializer: For the layer's own
-            decoder, without `embedding` (Glorot-uniform, zeros).
+        kernel_initializer: For the prior's and the latent projection's
+            kernels (Glorot-uniform).
+        bias_initializer: For the latent projection's bias (zeros).
+        decoder_initializer: For the layer's own decoder kernel, without
+            `embedding` (Glorot-uniform).
+        decoder_bias_initializer: For that decoder's bias (zeros).
         seed: Optional int, for reproducible dropout masks.
         **kwargs: Base layer keyword arguments (`name`, `dtype`, ...).
 
