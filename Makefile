@@ -61,16 +61,18 @@ test-keras-minimum: $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 docs: venv
 	$(BIN)/mkdocs build --strict
 
-# Every test runs once per backend, then once on the minimum Keras, then the
-# docs build; all runs go ahead even if one fails.
+# Every test runs once per backend, then once on the minimum Keras, while
+# the docs build (single-threaded, ~20 s) runs beside that last pass, its
+# output printed after it; all runs go ahead even if one fails.
 test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) tests || status=1; \
 	done; \
+	docs_log=$$(mktemp); $(MAKE) --no-print-directory docs > $$docs_log 2>&1 & docs=$$!; \
 	$(MAKE) --no-print-directory test-keras-minimum || status=1; \
-	echo "=== mkdocs build --strict ==="; \
-	$(MAKE) --no-print-directory docs || status=1; \
+	wait $$docs || status=1; \
+	echo "=== mkdocs build --strict ==="; cat $$docs_log; rm -f $$docs_log; \
 	exit $$status
 
 # The short benchmarks (docs/benchmarks.md), on every backend, each one
