@@ -61,28 +61,19 @@ test-keras-minimum: $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
 docs: venv
 	$(BIN)/mkdocs build --strict
 
-# Every test runs once per backend and once on the minimum Keras, then the
-# docs build; all runs go ahead even if one fails. The minimum-Keras pass and
-# the docs build run beside the last backend's pass (the quickest, torch),
-# their output held and printed after it: the passes' start-ups and last
-# tests leave cores idle that the other runs fill.
+# Every test runs once per backend, then once on the minimum Keras, while
+# the docs build (single-threaded, ~20 s) runs beside that last pass, its
+# output printed after it; all runs go ahead even if one fails.
 test: venv $(KERAS_MINIMUM_DIR)/keras-$(KERAS_MINIMUM)
-	@status=0; logs=$$(mktemp -d); minimum=; \
-	for backend in $(BACKENDS); do \
-	  if [ "$$backend" = "$(lastword $(BACKENDS))" ]; then \
-	    $(MAKE) --no-print-directory test-keras-minimum > $$logs/minimum 2>&1 & minimum=$$!; \
-	    $(MAKE) --no-print-directory docs > $$logs/docs 2>&1 & docs=$$!; \
-	  fi; \
+	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) tests || status=1; \
 	done; \
-	if [ -z "$$minimum" ]; then \
-	  $(MAKE) --no-print-directory test-keras-minimum > $$logs/minimum 2>&1 & minimum=$$!; \
-	  $(MAKE) --no-print-directory docs > $$logs/docs 2>&1 & docs=$$!; \
-	fi; \
-	wait $$minimum || status=1; cat $$logs/minimum; \
-	wait $$docs || status=1; echo "=== mkdocs build --strict ==="; cat $$logs/docs; \
-	rm -rf $$logs; exit $$status
+	docs_log=$$(mktemp); $(MAKE) --no-print-directory docs > $$docs_log 2>&1 & docs=$$!; \
+	$(MAKE) --no-print-directory test-keras-minimum || status=1; \
+	wait $$docs || status=1; \
+	echo "=== mkdocs build --strict ==="; cat $$docs_log; rm -f $$docs_log; \
+	exit $$status
 
 # The short benchmarks (docs/benchmarks.md), on every backend, each one
 # single-threaded: on a shared 2-core machine torch's two OpenMP threads
