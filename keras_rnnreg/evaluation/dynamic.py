@@ -12,6 +12,7 @@ from keras_rnnreg._stateful import reset_rnn_states, sync_backend_state
 from keras_rnnreg._validation import check_positive_int
 from keras_rnnreg.data.bptt import BPTTSequence
 from keras_rnnreg.evaluation.optimizer import DynamicEvaluationOptimizer, _check_finite
+from keras_rnnreg.losses import token_cross_entropy
 
 #: Krause, Kahembwe, Murray & Renals (2018)'s settings for AWD-LSTM on PTB,
 #: with which they report 51.6 / 51.1 validation / test perplexity (the
@@ -129,8 +130,9 @@ def _sequence(name, tokens, batch_size, length, vocab_size, batch_name="batch_si
 
 
 def _token_nll(logits, targets):
-    log_p = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-    return -ops.take_along_axis(log_p, ops.expand_dims(targets, -1), axis=-1)[..., 0]
+    # In float32 whatever the compute dtype, as the scores are summed over
+    # the whole stream.
+    return token_cross_entropy(targets, ops.cast(logits, "float32"))
 
 
 class _Stepper:
